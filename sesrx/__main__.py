@@ -1,0 +1,5 @@
+"""Allow ``python -m sesrx``."""
+
+from sesrx.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""Split address header values the way they were written.
+
+``commonHeaders`` lists one string per address with display names and
+quoting kept as sent (``"\\"Doe, John\\" <doe@example.com>"``), and
+``destination`` lists the bare addresses; both come from these functions.
+"""
+
+from __future__ import annotations
+
+__all__ = ["bare_address", "split_addresses"]
+
+
+def split_addresses(value: str) -> list[str]:
+    """Split a list of addresses at the commas between them.
+
+    Commas inside quotes, comments and angle brackets do not split. A group
+    (``team: a@x, b@x;``) contributes its members; its name is dropped.
+    """
+    items: list[str] = []
+    current: list[str] = []
+    state = _Scanner()
+    for char in value:
+        if state.at_top_level(char):
+            if char == ",":
+                items.append("".join(current))
+                current = []
+                continue
+            if char == ":" and "@" not in "".join(current):
+                current = []
+                continue
+            if char == ";":
+                items.append("".join(current))
+                current = []
+                continue
+        current.append(char)
+
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def bare_address(item: str) -> str:
+    """Return the address of one list member, without name or comments."""
+    start = item.rfind("<")
+    if start >= 0:
+        end = item.find(">", start)
+        return item[start + 1 : end if end >= 0 else len(item)].strip()
+
+    text: list[str] = []
+    state = _Scanner()
+    for char in item:
+        in_comment = state.comment > 0
+        state.at_top_level(char)
+        if not in_comment and not state.comment:
+            text.append(char)
+    return "".join(text).strip()
+
+
+class _Scanner:
+    """Track quotes, comments and angle brackets one character at a time."""
+
+    __slots__ = ("angle", "comment", "escaped", "quoted")
+
+    def __init__(self) -> None:
+        self.quoted = False
+        self.escaped = False
+        self.comment = 0
+        self.angle = False
+
+    def at_top_level(self, char: str) -> bool:
+        """Consume ``char``; say whether it stands outside every construct."""
+        if self.escaped:
+            self.escaped = False
+            return False
+        if char == "\\" and (self.quoted or self.comment):
+            self.escaped = True
+            return False
+        if self.quoted:
+            self.quoted = char != '"'
+            return False
+        if self.comment:
+            self.comment += {"(": 1, ")": -1}.get(char, 0)
+            return False
+        return self._opens_or_closes(char)
+
+    def _opens_or_closes(self, char: str) -> bool:
+        if char == '"':
+            self.quoted = True
+            return False
+        if char == "(":
+            self.comment = 1
+            return False
+        if char == "<":
+            self.angle = True
+        elif char == ">":
+            self.angle = False
+            return False
+        return not self.angle

@@ -1,0 +1,135 @@
+"""The ``sesrx`` command.
+
+Exit codes: 0 success, 1 failure to start (such as a port in use),
+2 a configuration that cannot be used or a wrong command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from sesrx import __version__
+from sesrx.config import Config, load_config, load_default_config
+from sesrx.errors import ConfigError, SesrxError
+from sesrx.lambda_logs import InvocationTag
+from sesrx.server import Server
+from sesrx.summary import describe
+
+__all__ = ["main"]
+
+log = logging.getLogger("sesrx")
+
+EXIT_OK, EXIT_START, EXIT_CONFIG = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            return _check_config(args)
+        return _serve(args)
+    except ConfigError as exc:
+        print(f"sesrx: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sesrx",
+        description="A local SMTP server that runs an Amazon SES receipt rule set.",
+    )
+    parser.add_argument("--version", action="version", version=f"sesrx {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the SMTP server until stopped")
+    serve.add_argument("--config", type=Path, help="YAML configuration file")
+    serve.add_argument("--host", help="address to listen on")
+    serve.add_argument("--port", type=int, help="port to listen on")
+    serve.add_argument("--data-dir", type=Path, help="folder for objects and logs")
+    serve.add_argument("-v", "--verbose", action="store_true", help="log debug lines")
+
+    check = commands.add_parser("check-config", help="validate a configuration")
+    check.add_argument("path", type=Path, help="YAML configuration file")
+    return parser
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.path)
+    print(describe(config))
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _configure_logging(args.verbose)
+    config = _with_overrides(
+        load_config(args.config) if args.config else load_default_config(), args
+    )
+    try:
+        asyncio.run(_run(config))
+    except (OSError, SesrxError) as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_START
+    return EXIT_OK
+
+
+def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
+    server = config.server
+    if args.host is not None:
+        server = dataclasses.replace(server, host=args.host)
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            raise ConfigError("--port", "", f"expected 0 to 65535, got {args.port}")
+        server = dataclasses.replace(server, port=args.port)
+    data_dir = args.data_dir.resolve() if args.data_dir else config.data_dir
+    return dataclasses.replace(config, server=server, data_dir=data_dir)
+
+
+async def _run(config: Config) -> None:
+    server = Server(config)
+    await server.start()
+    _log_start(server)
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+
+    log.info("shutting down (grace period %g s)", config.server.grace_period)
+    await server.stop()
+    log.info("stopped")
+
+
+def _log_start(server: Server) -> None:
+    config = server.config
+    log.info(
+        "sesrx %s listening on %s\n"
+        "  config:    %s\n"
+        "  rule set:  %s (%d rules)\n"
+        "  data:      %s\n"
+        "  press Ctrl+C to stop",
+        __version__, server.address, config.source_name, config.rule_set.name,
+        len(config.rule_set.rules), config.data_dir.resolve(),
+    )  # fmt: skip
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(InvocationTag())
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s %(levelname)-7s %(name)s%(invocation)s: %(message)s",
+            "%Y-%m-%d %H:%M:%S",
+        )
+    )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("sesrx").setLevel(logging.DEBUG if verbose else logging.INFO)

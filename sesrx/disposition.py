@@ -1,0 +1,33 @@
+"""What an action tells the rule runner to do next."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+__all__ = ["Disposition", "disposition_of"]
+
+
+class Disposition(enum.Enum):
+    """The values a ``RequestResponse`` Lambda function may return."""
+
+    CONTINUE = "CONTINUE"
+    STOP_RULE = "STOP_RULE"
+    STOP_RULE_SET = "STOP_RULE_SET"
+
+
+def disposition_of(result: Any) -> Disposition:
+    """Read ``{"disposition": ...}`` from a handler's return value.
+
+    AWS's own example returns ``stop_rule_set`` in lower case, so the value
+    is read in any letter case; anything else means CONTINUE (SES Developer
+    Guide, "Invoke Lambda function action").
+    """
+    if isinstance(result, dict):
+        value = result.get("disposition")
+        if isinstance(value, str):
+            try:
+                return Disposition(value.strip().upper())
+            except ValueError:
+                pass
+    return Disposition.CONTINUE

@@ -1,0 +1,44 @@
+"""The errors sesrx raises.
+
+    SesrxError
+    ├── ConfigError         a configuration file that cannot be used
+    └── ActionError         an action that could not do its work
+        ├── StorageError    a write to the data folder failed (SMTP 451)
+        └── HandlerError    a Lambda handler raised or timed out
+
+Only the CLI turns these into exit codes and only the SMTP layer turns them
+into replies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["ActionError", "ConfigError", "HandlerError", "SesrxError", "StorageError"]
+
+
+class SesrxError(Exception):
+    """Base class of every error sesrx raises on purpose."""
+
+
+class ConfigError(SesrxError):
+    """A configuration that cannot be loaded, with where and why."""
+
+    def __init__(self, source: Path | str, key_path: str, problem: str) -> None:
+        self.source = str(source)
+        self.key_path = key_path
+        self.problem = problem
+        where = f"{self.source}: {key_path}" if key_path else self.source
+        super().__init__(f"{where}: {problem}")
+
+
+class ActionError(SesrxError):
+    """A receipt rule action that failed."""
+
+
+class StorageError(ActionError):
+    """Writing to the data folder failed; the sender must retry."""
+
+
+class HandlerError(ActionError):
+    """A Lambda handler raised an exception or ran out of time."""

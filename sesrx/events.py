@@ -1,0 +1,116 @@
+"""Build the JSON objects SES hands to Lambda functions and topics.
+
+Key names and order follow SES's published samples (reference section 4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sesrx.addresses import bare_address, split_addresses
+from sesrx.config import ReceiptRule
+from sesrx.inbound import Delivery
+from sesrx.message import Header
+
+__all__ = ["lambda_event", "mail_object", "receipt_object"]
+
+# commonHeaders keys, in SES's order, and the header each one reads.
+_ADDRESS_LISTS = {
+    "from": "from",
+    "sender": "sender",
+    "replyTo": "reply-to",
+    "to": "to",
+    "cc": "cc",
+    "bcc": "bcc",
+}
+_COMMON_ORDER = (
+    "returnPath", "from", "sender", "replyTo", "date",
+    "to", "cc", "bcc", "messageId", "subject",
+)  # fmt: skip
+
+
+def mail_object(delivery: Delivery) -> dict[str, Any]:
+    """Return ``mail``: the envelope, the headers and ``commonHeaders``."""
+    message = delivery.message
+    headers = delivery.headers()
+    first = _first_values(headers)
+    return {
+        "timestamp": _timestamp(delivery),
+        "source": message.mail_from,
+        "messageId": message.message_id,
+        "destination": _destination(first),
+        # TODO(#3): set headersTruncated past 10 KB of headers.
+        "headersTruncated": False,
+        "headers": [{"name": h.name, "value": h.value} for h in headers],
+        "commonHeaders": _common_headers(first),
+    }
+
+
+def receipt_object(
+    delivery: Delivery, rule: ReceiptRule, recipients: tuple[str, ...],
+    action: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """Return ``receipt``: verdicts, this rule's recipients and the action."""
+    dkim = delivery.message.dkim
+    scan = "PASS" if rule.scan_enabled else "DISABLED"
+    return {
+        "timestamp": _timestamp(delivery),
+        "processingTimeMillis": delivery.processing_time_millis(),
+        "recipients": list(recipients),
+        "spamVerdict": {"status": scan},
+        "virusVerdict": {"status": scan},
+        # TODO(#3): evaluate SPF and DMARC from the DNS zone; GRAY means
+        # "no record", which is what an empty zone gives.
+        "spfVerdict": {"status": "GRAY"},
+        "dkimVerdict": {"status": dkim.verdict},
+        "dmarcVerdict": {"status": "GRAY"},
+        "action": action,
+    }
+
+
+def lambda_event(mail: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any]:
+    """Wrap ``mail`` and ``receipt`` in the event a Lambda function gets."""
+    return {
+        "Records": [
+            {
+                "eventSource": "aws:ses",
+                "eventVersion": "1.0",
+                "ses": {"mail": mail, "receipt": receipt},
+            }
+        ]
+    }
+
+
+def _timestamp(delivery: Delivery) -> str:
+    stamp = delivery.message.received_at.isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def _first_values(headers: list[Header]) -> dict[str, str]:
+    """Return the first value of each header name, by lower-case name."""
+    first: dict[str, str] = {}
+    for header in headers:
+        first.setdefault(header.name.lower(), header.value)
+    return first
+
+
+def _destination(first: dict[str, str]) -> list[str]:
+    addresses = []
+    for name in ("to", "cc"):
+        if name in first:
+            addresses += [bare_address(item) for item in split_addresses(first[name])]
+    return [address for address in addresses if address]
+
+
+def _common_headers(first: dict[str, str]) -> dict[str, Any]:
+    common: dict[str, Any] = {}
+    if "return-path" in first:
+        common["returnPath"] = bare_address(first["return-path"])
+    for key, name in _ADDRESS_LISTS.items():
+        if name in first:
+            common[key] = split_addresses(first[name])
+    for key, name in (("date", "date"), ("messageId", "message-id"), ("subject", "subject")):
+        if name in first:
+            common[key] = first[name]
+
+    return {key: common[key] for key in _COMMON_ORDER if key in common}

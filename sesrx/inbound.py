@@ -1,0 +1,76 @@
+"""A received message and the state of its trip through the rule set."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sesrx.config import BounceAction
+from sesrx.dkim_check import DkimResult
+from sesrx.message import Header, render_fields
+from sesrx.trace import ActionTrace, MessageTrace
+
+__all__ = ["Bounce", "Delivery", "InboundMessage"]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """What arrived over SMTP, in the rules layer's words."""
+
+    message_id: str
+    received_at: datetime
+    mail_from: str
+    recipients: tuple[str, ...]
+    helo: str
+    peer: str
+    tls: bool
+    raw: bytes
+    headers: tuple[Header, ...]
+    dkim: DkimResult
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class Bounce:
+    """A bounce action that ran, the recipients it bounced, its trace entry."""
+
+    action: BounceAction
+    recipients: tuple[str, ...]
+    trace: ActionTrace
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One message on its way through the rules: headers added so far,
+    bounces recorded, and the trace being written."""
+
+    message: InboundMessage
+    ses_headers: tuple[Header, ...]
+    trace: MessageTrace
+    added_headers: list[Header] = field(default_factory=list)
+    bounces: list[Bounce] = field(default_factory=list)
+    trace_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def add_header(self, header: Header) -> None:
+        """Prepend a header that later actions and rules see."""
+        self.added_headers.insert(0, header)
+
+    def headers(self) -> list[Header]:
+        """Return every header as stored: added, SES's, then the original."""
+        return [*self.added_headers, *self.ses_headers, *self.message.headers]
+
+    def stored_parts(self) -> list[bytes]:
+        """Return the stored object: new header lines, then the bytes received."""
+        prefix = render_fields([*self.added_headers, *self.ses_headers])
+        return [prefix, self.message.raw]
+
+    def processing_time_millis(self) -> int:
+        """Return milliseconds since reception, at least 1 (as SES reports)."""
+        elapsed = (time.monotonic() - self.message.started) * 1000
+        return max(1, int(elapsed))
+
+    def bounced_recipients(self) -> set[str]:
+        """Return every recipient some bounce action covered."""
+        return {rcpt for bounce in self.bounces for rcpt in bounce.recipients}

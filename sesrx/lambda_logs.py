@@ -1,0 +1,177 @@
+"""Route what a Lambda handler prints or logs, as CloudWatch Logs would.
+
+While a handler runs, a context variable names its invocation. Writes to
+``sys.stdout``/``sys.stderr`` and records of non-sesrx loggers made in that
+context go to ``<data_dir>/logs/<function>.log``; printed lines also go to
+sesrx's own log, and every log line made in that context is tagged with the
+function name and request id by :class:`InvocationTag`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["Capture", "FunctionLog", "InvocationLog", "InvocationTag", "capture", "current"]
+
+log = logging.getLogger("sesrx.lambda")
+
+_current: contextvars.ContextVar[InvocationLog | None] = contextvars.ContextVar(
+    "sesrx_invocation", default=None
+)
+_guard = threading.local()
+
+
+class FunctionLog:
+    """An append-only log file shared by every invocation of one function."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stream: TextIO | None = None
+
+    def write(self, request_id: str, text: str) -> None:
+        """Append one line in CloudWatch's ``time<TAB>request id<TAB>text`` form."""
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        with self._lock:
+            if self._stream is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._stream = self.path.open("a", encoding="utf-8")
+            self._stream.write(f"{stamp}\t{request_id}\t{text}\n")
+            self._stream.flush()
+
+    def close(self) -> None:
+        """Close the file; a later write opens it again."""
+        with self._lock:
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
+
+
+@dataclass(slots=True)
+class InvocationLog:
+    """The invocation a piece of code runs in, and its unfinished line."""
+
+    function_name: str
+    request_id: str
+    sink: FunctionLog
+    _partial: list[str] = field(default_factory=list)
+
+    def printed(self, text: str) -> None:
+        """Take text written to stdout or stderr; log each complete line."""
+        self._partial.append(text)
+        if "\n" not in text:
+            return
+        lines = "".join(self._partial).split("\n")
+        self._partial = [lines.pop()] if lines[-1] else []
+        for line in lines:
+            self.sink.write(self.request_id, line)
+            log.info("%s", line)
+
+    def flush(self) -> None:
+        """Write out a last line that had no line break."""
+        if self._partial:
+            self.printed("\n")
+
+
+def current() -> InvocationLog | None:
+    """Return the invocation the calling code runs in, if any."""
+    return _current.get()
+
+
+def capture(invocation: InvocationLog) -> contextvars.Context:
+    """Return a context in which output belongs to ``invocation``."""
+    context = contextvars.copy_context()
+    context.run(_current.set, invocation)
+    return context
+
+
+class InvocationTag(logging.Filter):
+    """Give each record an ``invocation`` attribute: `` [function request-id]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        invocation = _current.get()
+        record.invocation = (
+            f" [{invocation.function_name} {invocation.request_id}]" if invocation else ""
+        )
+        return True
+
+
+class _Stream:
+    """Stand in for stdout or stderr; hand a handler's writes to its log."""
+
+    def __init__(self, original: TextIO) -> None:
+        self.original = original
+
+    def write(self, text: str) -> int:
+        invocation = _current.get()
+        if invocation is None or getattr(_guard, "busy", False):
+            return self.original.write(text)
+        _guard.busy = True
+        try:
+            invocation.printed(text)
+        finally:
+            _guard.busy = False
+        return len(text)
+
+    def flush(self) -> None:
+        self.original.flush()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.original, name)
+
+
+class _RecordSink(logging.Handler):
+    """Copy records of a handler's own loggers into its function log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        invocation = _current.get()
+        if invocation is None or record.name.startswith("sesrx"):
+            return
+        text = f"[{record.levelname}]\t{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        invocation.sink.write(invocation.request_id, text)
+
+
+class Capture:
+    """Install the stream stand-ins and the record sink while servers run."""
+
+    _users = 0
+    _lock = threading.Lock()
+    _sink = _RecordSink()
+
+    @classmethod
+    def install(cls) -> None:
+        """Start routing (counted, so several servers may share a process)."""
+        with cls._lock:
+            cls._users += 1
+            if cls._users == 1:
+                logging.getLogger().addHandler(cls._sink)
+        cls.ensure()
+
+    @classmethod
+    def ensure(cls) -> None:
+        """Put the stand-ins back if something replaced ``sys.stdout`` since."""
+        if not isinstance(sys.stdout, _Stream):
+            sys.stdout = _Stream(sys.stdout)  # type: ignore[assignment]
+        if not isinstance(sys.stderr, _Stream):
+            sys.stderr = _Stream(sys.stderr)  # type: ignore[assignment]
+
+    @classmethod
+    def uninstall(cls) -> None:
+        """Stop routing when the last server stops."""
+        with cls._lock:
+            cls._users -= 1
+            if cls._users == 0:
+                for name in ("stdout", "stderr"):
+                    stream = getattr(sys, name)
+                    if isinstance(stream, _Stream):
+                        setattr(sys, name, stream.original)
+                logging.getLogger().removeHandler(cls._sink)

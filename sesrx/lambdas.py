@@ -1,0 +1,253 @@
+"""Call Lambda handlers in-process, the way the Lambda service would.
+
+Plain handlers run on a daemon thread each, so a blocking handler stalls
+neither the event loop nor shutdown; ``async def`` handlers run on the loop.
+Both see a context object like the Python runtime's and have their output
+sent to their function's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sesrx.config import Function
+from sesrx.disposition import Disposition, disposition_of
+from sesrx.lambda_logs import Capture, FunctionLog, InvocationLog, capture
+from sesrx.storage import DataDir
+
+__all__ = ["Invocation", "LambdaContext", "LambdaRuntime"]
+
+log = logging.getLogger("sesrx.lambda")
+
+# Invocations kept in memory for inspection; older ones are dropped.
+KEEP_INVOCATIONS = 1000
+
+
+class LambdaContext:
+    """The context object of the Python Lambda runtime."""
+
+    def __init__(self, function: Function, request_id: str, timeout: float) -> None:
+        self.function_name = function.name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = function.arn
+        self.memory_limit_in_mb = "128"
+        self.aws_request_id = request_id
+        self.log_group_name = f"/aws/lambda/{function.name}"
+        self.log_stream_name = (
+            f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
+        )
+        self.identity = None
+        self.client_context = None
+        self._deadline = time.monotonic() + timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Return the milliseconds left before the invocation times out."""
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass(slots=True)
+class Invocation:
+    """One call of a handler, for traces and inspection."""
+
+    function_name: str
+    function_arn: str
+    invocation_type: str
+    request_id: str
+    message_id: str
+    started_at: str
+    status: str = "running"  # running | ok | error | timeout
+    duration_ms: float | None = None
+    disposition: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the invocation as JSON-ready data."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+Done = Callable[[Invocation], Awaitable[None]]
+
+
+class LambdaRuntime:
+    """Invoke handlers, keep track of background ones, and keep their logs."""
+
+    def __init__(self, data_dir: DataDir, timeout: float) -> None:
+        self.timeout = timeout
+        self.invocations: deque[Invocation] = deque(maxlen=KEEP_INVOCATIONS)
+        self._data_dir = data_dir
+        self._logs: dict[str, FunctionLog] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def request_response(
+        self, function: Function, event: dict[str, Any], message_id: str
+    ) -> tuple[Disposition, Invocation]:
+        """Call a handler and wait for its disposition (CONTINUE on failure)."""
+        invocation = self._new(function, "RequestResponse", message_id)
+        result = await self._call(function, event, invocation)
+        disposition = disposition_of(result)
+        if invocation.status == "ok":
+            invocation.disposition = disposition.value
+        return disposition, invocation
+
+    def event(
+        self, function: Function, event: dict[str, Any], message_id: str, done: Done
+    ) -> Invocation:
+        """Start a handler in the background; ``done`` runs when it ends."""
+        invocation = self._new(function, "Event", message_id)
+
+        async def run() -> None:
+            await self._call(function, event, invocation)
+            await done(invocation)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return invocation
+
+    @property
+    def running(self) -> int:
+        """Return how many background invocations have not finished."""
+        return len(self._background)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for background invocations."""
+        if not self._background:
+            return True
+        _, pending = await asyncio.wait(set(self._background), timeout=timeout)
+        return not pending
+
+    def close(self) -> None:
+        """Close the function log files."""
+        for sink in self._logs.values():
+            sink.close()
+
+    def _new(self, function: Function, kind: str, message_id: str) -> Invocation:
+        invocation = Invocation(
+            function_name=function.name,
+            function_arn=function.arn,
+            invocation_type=kind,
+            request_id=str(uuid.uuid4()),
+            message_id=message_id,
+            started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        )
+        self.invocations.append(invocation)
+        return invocation
+
+    def _sink(self, function: Function) -> FunctionLog:
+        sink = self._logs.get(function.name)
+        if sink is None:
+            sink = self._logs[function.name] = FunctionLog(
+                self._data_dir.log_path(function.name)
+            )
+        return sink
+
+    async def _call(
+        self, function: Function, event: dict[str, Any], invocation: Invocation
+    ) -> Any:
+        """Run the handler under a timeout; record how it ended."""
+        request_id = invocation.request_id
+        output = InvocationLog(function.name, request_id, self._sink(function))
+        context = LambdaContext(function, request_id, self.timeout)
+        output.sink.write(request_id, f"START RequestId: {request_id} Version: $LATEST")
+        Capture.ensure()
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(
+                _start(function, event, context, capture(output)), self.timeout
+            )
+        except TimeoutError:
+            invocation.status = "timeout"
+            invocation.error = f"Task timed out after {self.timeout:.2f} seconds"
+            result = None
+        except Exception as exc:
+            invocation.status = "error"
+            invocation.error = f"{type(exc).__name__}: {exc}"
+            _report(output, exc)
+            result = None
+        else:
+            invocation.status = "ok"
+
+        invocation.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        output.flush()
+        _finish(output, invocation)
+        return result
+
+
+def _start(
+    function: Function, event: dict[str, Any], context: LambdaContext,
+    run_in: contextvars.Context,
+) -> Awaitable[Any]:  # fmt: skip
+    handler = function.handler
+    if inspect.iscoroutinefunction(handler):
+        coroutine = run_in.run(handler, event, context)
+        return asyncio.get_running_loop().create_task(coroutine, context=run_in)
+    return _on_thread(handler, event, context, run_in, function.name)
+
+
+async def _on_thread(
+    handler: Callable[..., Any], event: dict[str, Any], context: LambdaContext,
+    run_in: contextvars.Context, name: str,
+) -> Any:  # fmt: skip
+    """Run a plain handler on a daemon thread and await its result."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def work() -> None:
+        try:
+            result = run_in.run(handler, event, context)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+            reply: Callable[[], None] = lambda: future.set_exception(error)  # noqa: E731
+        else:
+            reply = lambda: future.set_result(result)  # noqa: E731
+        try:
+            loop.call_soon_threadsafe(settle, reply)
+        except RuntimeError:
+            log.warning("handler %s finished after the server stopped", name)
+
+    threading.Thread(target=work, name=f"lambda:{name}", daemon=True).start()
+    result = await future
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _report(output: InvocationLog, exc: BaseException) -> None:
+    lines = traceback.format_exception(exc)
+    output.sink.write(output.request_id, "".join(lines).rstrip())
+    log.error(
+        "handler %s (request %s) raised %s: %s",
+        output.function_name, output.request_id, type(exc).__name__, exc,
+        exc_info=exc,
+    )  # fmt: skip
+
+
+def _finish(output: InvocationLog, invocation: Invocation) -> None:
+    request_id = invocation.request_id
+    if invocation.status == "timeout":
+        output.sink.write(request_id, str(invocation.error))
+        log.error(
+            "handler %s (request %s) %s",
+            invocation.function_name, request_id, invocation.error,
+        )  # fmt: skip
+    output.sink.write(request_id, f"END RequestId: {request_id}")
+    output.sink.write(
+        request_id,
+        f"REPORT RequestId: {request_id}\tDuration: {invocation.duration_ms} ms",
+    )

@@ -1,0 +1,138 @@
+"""Read a received message's header block without rewriting anything.
+
+SES hands handlers the header values as they were sent, with line folding
+removed; the ``email`` package would re-serialise them, so the header block
+is read here directly from the bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+__all__ = [
+    "Header",
+    "header_block",
+    "new_message_id",
+    "parse_headers",
+    "received_header",
+    "render_fields",
+    "smtp_date",
+]
+
+# A field name is printable ASCII without ":" (RFC 5322 section 3.6.8);
+# white space before the colon is the obsolete syntax of section 4.5.
+_FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:")
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """One header field: its name as sent and its unfolded value."""
+
+    name: str
+    value: str
+
+
+def new_message_id() -> str:
+    """Return a new id in the form of SES's inbound message ids.
+
+    Real ids are 25 bytes in lower-case base32hex whose last byte is 0x01
+    (reference section 7.3), so they always end in 01, 81, g1 or o1.
+    """
+    return base64.b32hexencode(os.urandom(24) + b"\x01").decode("ascii").lower()
+
+
+def parse_headers(raw: bytes) -> tuple[Header, ...]:
+    """Return the header fields at the top of ``raw``, in order.
+
+    Reading stops at the empty line, or at the first line that is neither a
+    field nor a continuation, which then counts as the start of the body.
+    A leading mbox ``From`` line is skipped. Nothing here raises.
+    """
+    fields: list[tuple[bytes, list[bytes]]] = []
+    for index, line in enumerate(_lines(raw)):
+        if index == 0 and line.startswith(b"From "):
+            continue
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1][1].append(line)
+            continue
+        match = _FIELD.match(line)
+        if not match:
+            break
+        fields.append((match.group(1), [line[match.end() :]]))
+
+    return tuple(_header(name, parts) for name, parts in fields)
+
+
+def header_block(raw: bytes) -> bytes:
+    """Return the bytes of the header block, without the empty line."""
+    return raw[: _header_end(raw) + 1]
+
+
+def _lines(raw: bytes) -> list[bytes]:
+    """Split the header block into lines without their line breaks."""
+    end = _header_end(raw)
+    return [line.rstrip(b"\r") for line in raw[:end].split(b"\n")]
+
+
+def _header_end(raw: bytes) -> int:
+    found = [pos for pos in (raw.find(b"\n\r\n"), raw.find(b"\n\n")) if pos >= 0]
+    return min(found) if found else len(raw)
+
+
+def _header(name: bytes, parts: list[bytes]) -> Header:
+    # Unfolding removes the line break; a folding tab reads as one space,
+    # as in the values SES shows in mail.headers (reference section 4.2).
+    unfolded = parts[0] + b"".join(
+        b" " + part[1:] if part.startswith(b"\t") else part for part in parts[1:]
+    )
+    return Header(
+        name=name.decode("ascii"),
+        value=unfolded.strip(b" \t").decode("utf-8", errors="replace"),
+    )
+
+
+def received_header(
+    *, helo: str, peer: str, hostname: str, message_id: str, recipient: str,
+    when: datetime,
+) -> Header:  # fmt: skip
+    """Return the ``Received`` field SES puts on top of a message."""
+    value = (
+        f"from {helo} ({helo} [{peer}]) by {hostname} with SMTP id {message_id} "
+        f"for {recipient}; {smtp_date(when)}"
+    )
+    return Header("Received", value)
+
+
+def smtp_date(when: datetime) -> str:
+    """Format ``when`` as SES does: ``Thu, 03 Dec 2026 13:17:18 +0000 (UTC)``."""
+    utc = when.astimezone(UTC)
+    return (
+        f"{_DAYS[utc.weekday()]}, {utc.day:02d} {_MONTHS[utc.month - 1]} {utc.year} "
+        f"{utc:%H:%M:%S} +0000 (UTC)"
+    )
+
+
+def render_fields(headers: list[Header]) -> bytes:
+    """Serialise headers sesrx made itself, folding ``Received`` as SES does."""
+    lines = []
+    for header in headers:
+        value = header.value
+        if header.name == "Received":
+            value = _fold_received(value)
+        lines.append(f"{header.name}: {value}\r\n")
+
+    return "".join(lines).encode("utf-8")
+
+
+def _fold_received(value: str) -> str:
+    for keyword in (" by ", " for "):
+        value = value.replace(keyword, "\r\n" + keyword, 1)
+    head, sep, date = value.rpartition("; ")
+    return f"{head};\r\n {date}" if sep else value

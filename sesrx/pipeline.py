@@ -1,0 +1,157 @@
+"""What happens to a message between the end of DATA and the reply.
+
+The SMTP layer hands over an :class:`Arrival`; the pipeline gives it an id,
+verifies DKIM, runs the rule set, settles bounces, writes the trace and
+returns the reply line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sesrx.actions import Services
+from sesrx.bounces import settle_bounces
+from sesrx.config import Config
+from sesrx.dkim_check import UNSIGNED, DkimResult, verify_dkim
+from sesrx.errors import StorageError
+from sesrx.inbound import Delivery, InboundMessage
+from sesrx.lambdas import LambdaRuntime
+from sesrx.message import Header, new_message_id, parse_headers, received_header
+from sesrx.rules import run_rule_set
+from sesrx.storage import DataDir
+from sesrx.trace import MessageTrace
+
+__all__ = ["REPLY_RETRY", "Arrival", "Pipeline"]
+
+log = logging.getLogger("sesrx.message")
+
+REPLY_RETRY = "451 4.3.0 Temporary failure storing the message, try again later"
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A message as the SMTP session received it."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    helo: str
+    peer: str
+    tls: bool
+    content: bytes
+
+
+class Pipeline:
+    """Process accepted messages against one configuration."""
+
+    def __init__(self, config: Config, data_dir: DataDir, lambdas: LambdaRuntime):
+        self.config = config
+        self.data_dir = data_dir
+        self.lambdas = lambdas
+
+    async def receive(self, arrival: Arrival) -> str:
+        """Process one message and return the reply to DATA."""
+        config = self.config  # the rule set as it is now, for this message
+        message = await self._inbound(arrival, config)
+        delivery = Delivery(message, self._ses_headers(message, config), _trace(message))
+        services = Services(config, self.data_dir, self.lambdas, self.save_trace)
+        try:
+            await run_rule_set(config.rule_set, delivery, services)
+            server = config.server
+            bounce_reply = await settle_bounces(
+                delivery, server.bounce_mode, server.hostname, self.data_dir
+            )
+            reply = bounce_reply or f"250 OK {message.message_id}"
+            delivery.trace.reply = reply
+            await self.save_trace(delivery)
+        except StorageError as exc:
+            reply = self._failed(delivery, exc)
+
+        self._summarise(delivery, reply)
+        return reply
+
+    async def save_trace(self, delivery: Delivery) -> None:
+        """Write the message's trace file as it stands now."""
+        async with delivery.trace_lock:
+            path = self.data_dir.trace_path(delivery.message.message_id)
+            try:
+                await self.data_dir.write_json(path, delivery.trace.as_dict())
+            except StorageError:
+                log.exception("%s trace not written", delivery.message.message_id)
+                raise
+
+    async def _inbound(self, arrival: Arrival, config: Config) -> InboundMessage:
+        headers = parse_headers(arrival.content)
+        return InboundMessage(
+            message_id=new_message_id(),
+            received_at=datetime.now(UTC),
+            mail_from=arrival.mail_from,
+            recipients=arrival.rcpt_tos,
+            helo=arrival.helo,
+            peer=arrival.peer,
+            tls=arrival.tls,
+            raw=arrival.content,
+            headers=headers,
+            dkim=await _dkim(arrival.content, headers, config),
+        )
+
+    @staticmethod
+    def _ses_headers(message: InboundMessage, config: Config) -> tuple[Header, ...]:
+        received = received_header(
+            helo=message.helo,
+            peer=message.peer,
+            hostname=config.server.hostname,
+            message_id=message.message_id,
+            recipient=message.recipients[0],
+            when=message.received_at,
+        )
+        return (Header("Return-Path", f"<{message.mail_from}>"), received)
+
+    def _failed(self, delivery: Delivery, exc: StorageError) -> str:
+        delivery.trace.error = str(exc)
+        delivery.trace.reply = REPLY_RETRY
+        log.error("%s not stored, sender asked to retry: %s",
+                  delivery.message.message_id, exc)  # fmt: skip
+        return REPLY_RETRY
+
+    @staticmethod
+    def _summarise(delivery: Delivery, reply: str) -> None:
+        message = delivery.message
+        matched, actions = delivery.trace.summary()
+        log.info(
+            "%s from=<%s> to=%s rules=%s actions=%s dkim=%s reply=%r",
+            message.message_id, message.mail_from, ",".join(message.recipients),
+            ",".join(matched) or "-", ",".join(actions) or "-",
+            message.dkim.verdict, reply,
+        )  # fmt: skip
+
+
+async def _dkim(raw: bytes, headers: tuple[Header, ...], config: Config) -> DkimResult:
+    signatures = [h.value for h in headers if h.name.lower() == "dkim-signature"]
+    if not signatures:
+        return UNSIGNED
+    # Canonicalising a large body is slow pure Python: keep it off the loop.
+    return await asyncio.to_thread(verify_dkim, raw, config.dns_txt, signatures)
+
+
+def _trace(message: InboundMessage) -> MessageTrace:
+    return MessageTrace(
+        message_id=message.message_id,
+        received_at=message.received_at.isoformat(timespec="milliseconds"),
+        envelope={
+            "mail_from": message.mail_from,
+            "rcpt_tos": list(message.recipients),
+            "helo": message.helo,
+            "peer": message.peer,
+            "tls": message.tls,
+            "size": len(message.raw),
+        },
+        verdicts={"dkim": message.dkim.verdict},
+        dkim_signatures=[
+            {"domain": s.domain, "selector": s.selector, "algorithm": s.algorithm,
+             "result": s.result, "reason": s.reason}
+            for s in message.dkim.signatures
+        ],  # fmt: skip
+    )

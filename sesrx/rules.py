@@ -1,0 +1,139 @@
+"""Match recipients to receipt rules and run a rule set over a message."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sesrx.actions import ActionContext, Services, action_type, run_action
+from sesrx.config import ReceiptRule, RuleSet
+from sesrx.disposition import Disposition
+from sesrx.errors import StorageError
+from sesrx.inbound import Delivery
+from sesrx.trace import ActionTrace, RuleTrace
+
+__all__ = [
+    "REPLY_NO_MAILBOX",
+    "REPLY_TLS_REQUIRED",
+    "entry_matches",
+    "is_verified",
+    "recipient_reply",
+    "rule_recipients",
+    "run_rule_set",
+]
+
+log = logging.getLogger("sesrx.rules")
+
+# Replies of real SES at RCPT TO (reference section 7.2).
+REPLY_NO_MAILBOX = "550 5.1.1 Requested action not taken: mailbox unavailable"
+REPLY_TLS_REQUIRED = "550 5.7.1 TLS required by recipient"
+
+
+def entry_matches(entry: str, address: str) -> bool:
+    """Say whether a rule's recipient entry covers ``address``.
+
+    ``user@example.com`` is that mailbox and its ``user+label`` forms;
+    ``example.com`` is every address at exactly that domain; ``.example.com``
+    is every address at any of its subdomains (SES Developer Guide,
+    "Recipient conditions"). Both sides compare in lower case.
+    """
+    local, _, domain = address.lower().rpartition("@")
+    if entry.startswith("."):
+        return domain.endswith(entry)
+    if "@" not in entry:
+        return domain == entry
+
+    entry_local, _, entry_domain = entry.rpartition("@")
+    if entry_domain != domain:
+        return False
+    return local == entry_local or (
+        "+" not in entry_local and local.split("+", 1)[0] == entry_local
+    )
+
+
+def is_verified(address: str, verified: tuple[str, ...] | None) -> bool:
+    """Say whether the address is in a verified domain or one of its subdomains."""
+    if verified is None:
+        return True
+    domain = address.lower().rpartition("@")[2]
+    return any(domain == name or domain.endswith("." + name) for name in verified)
+
+
+def rule_recipients(
+    rule: ReceiptRule, recipients: tuple[str, ...], verified: tuple[str, ...] | None
+) -> tuple[str, ...]:
+    """Return the recipients an enabled rule applies to, in envelope order."""
+    return tuple(
+        address
+        for address in recipients
+        if "@" in address
+        and is_verified(address, verified)
+        and (not rule.recipients or any(entry_matches(e, address) for e in rule.recipients))
+    )
+
+
+def recipient_reply(
+    rule_set: RuleSet, verified: tuple[str, ...] | None, address: str, tls: bool
+) -> str | None:
+    """Return the refusal for a RCPT TO address, or None to accept it."""
+    rules = [
+        rule
+        for rule in rule_set.rules
+        if rule.enabled and rule_recipients(rule, (address,), verified)
+    ]
+    if not rules:
+        return REPLY_NO_MAILBOX
+    # Which matching rule's TLS policy counts is not documented; any one
+    # that requires TLS refuses the recipient (reference section 0.1).
+    if not tls and any(rule.tls_policy == "Require" for rule in rules):
+        return REPLY_TLS_REQUIRED
+    return None
+
+
+async def run_rule_set(rule_set: RuleSet, delivery: Delivery, services: Services) -> None:
+    """Run every matching rule in order until one stops the rule set."""
+    verified = services.config.verified_domains
+    stopped = False
+    for rule in rule_set.rules:
+        trace = RuleTrace(rule.name)
+        delivery.trace.rules.append(trace)
+        if stopped or not rule.enabled:
+            trace.status = "not reached" if stopped else "disabled"
+            continue
+
+        recipients = rule_recipients(rule, delivery.message.recipients, verified)
+        if not recipients:
+            continue
+        trace.status = "matched"
+        trace.recipients = list(recipients)
+        disposition = await _run_rule(rule, recipients, delivery, services, trace)
+        stopped = disposition is Disposition.STOP_RULE_SET
+
+
+async def _run_rule(
+    rule: ReceiptRule, recipients: tuple[str, ...], delivery: Delivery,
+    services: Services, rule_trace: RuleTrace,
+) -> Disposition:  # fmt: skip
+    """Run a rule's actions in order; return the disposition that ended it."""
+    for action in rule.actions:
+        trace = ActionTrace(action_type(action))
+        rule_trace.actions.append(trace)
+        context = ActionContext(delivery, rule, recipients, services, trace)
+
+        started = time.perf_counter()
+        try:
+            result = await run_action(action, context)
+        except StorageError as exc:
+            trace.outcome, trace.error = "error", str(exc)
+            raise
+        finally:
+            trace.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        trace.outcome = result.outcome
+        trace.disposition = result.disposition.value
+        trace.error = result.error
+        trace.detail.update(result.detail)
+
+        if result.disposition is not Disposition.CONTINUE:
+            return result.disposition
+
+    return Disposition.CONTINUE

@@ -1,0 +1,88 @@
+"""The server: start listening, serve, and shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+
+from sesrx.config import Config
+from sesrx.lambda_logs import Capture
+from sesrx.lambdas import LambdaRuntime
+from sesrx.pipeline import Pipeline
+from sesrx.smtp import IDENT, SesHandler, SesSMTP
+from sesrx.storage import DataDir
+
+__all__ = ["Server"]
+
+log = logging.getLogger("sesrx.server")
+
+
+class Server:
+    """One sesrx instance: an SMTP listener running a configuration."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = DataDir(config.data_dir)
+        self.lambdas = LambdaRuntime(self.data_dir, config.server.lambda_timeout)
+        self.pipeline = Pipeline(config, self.data_dir, self.lambdas)
+        self.handler = SesHandler(self.pipeline)
+        self.port: int | None = None
+        self._listener: asyncio.Server | None = None
+        self._sessions: set[SesSMTP] = set()
+
+    async def start(self) -> None:
+        """Prepare the data folder and start listening."""
+        self.data_dir.prepare()
+        server = self.config.server
+        loop = asyncio.get_running_loop()
+
+        def session() -> SesSMTP:
+            return SesSMTP(
+                self.handler,
+                self._sessions,
+                hostname=server.hostname,
+                ident=IDENT,
+                data_size_limit=server.max_message_size,
+                loop=loop,
+            )
+
+        self._listener = await loop.create_server(session, server.host, server.port)
+        self.port = self._listener.sockets[0].getsockname()[1]
+        Capture.install()
+
+    async def stop(self) -> None:
+        """Stop listening, finish the messages in flight, wait for handlers."""
+        if self._listener is None:
+            return
+        grace = self.config.server.grace_period
+        self._listener.close()
+        self._listener = None
+
+        try:
+            await asyncio.wait_for(self.handler.idle.wait(), grace)
+        except TimeoutError:
+            log.warning("messages still in flight after %g s", grace)
+        for session in list(self._sessions):
+            session.close()
+
+        if not await self.lambdas.drain(grace):
+            log.warning("%d Lambda handlers still running after %g s; "
+                        "leaving them", self.lambdas.running, grace)  # fmt: skip
+        self.lambdas.close()
+        Capture.uninstall()
+
+    @property
+    def address(self) -> str:
+        """Return ``host:port`` of the listener."""
+        return f"{self.config.server.host}:{self.port}"
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        await self.stop()

@@ -1,0 +1,118 @@
+"""The SMTP side: aiosmtpd hooks that answer as SES's inbound endpoint does.
+
+This is the one place that speaks both vocabularies: aiosmtpd's session
+and envelope come in, an :class:`~sesrx.pipeline.Arrival` goes out, and
+errors become SMTP replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from sesrx.pipeline import REPLY_RETRY, Arrival, Pipeline
+from sesrx.rules import recipient_reply
+
+__all__ = ["SesHandler", "SesSMTP"]
+
+log = logging.getLogger("sesrx.smtp")
+
+# SES's banner reads "220 <host> ESMTP Amazon SES" (reference section 7.1).
+IDENT = "ESMTP Amazon SES"
+REPLY_OK = "250 Ok"
+
+
+class SesHandler:
+    """aiosmtpd handler: check recipients at RCPT, run the rules at DATA."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def handle_MAIL(  # noqa: N802 (aiosmtpd's hook name)
+        self, server: SMTP, session: Session, envelope: Envelope,
+        address: str, mail_options: list[str],
+    ) -> str:  # fmt: skip
+        """Accept any sender, as SES does."""
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return REPLY_OK
+
+    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
+        self, server: SMTP, session: Session, envelope: Envelope,
+        address: str, rcpt_options: list[str],
+    ) -> str:  # fmt: skip
+        """Accept a recipient that an enabled rule of the rule set matches."""
+        config = self.pipeline.config
+        refusal = recipient_reply(
+            config.rule_set, config.verified_domains, address, session.ssl is not None
+        )
+        if refusal:
+            log.info("%s refused RCPT TO:<%s>: %s", _peer(session), address, refusal)
+            return refusal
+
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return REPLY_OK
+
+    async def handle_DATA(  # noqa: N802 (aiosmtpd's hook name)
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        """Run the rule set; reply once every synchronous action has run."""
+        content = envelope.original_content
+        if content is None:
+            content = envelope.content if isinstance(envelope.content, bytes) else b""
+        arrival = Arrival(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            helo=session.host_name or "",
+            peer=_peer(session),
+            tls=session.ssl is not None,
+            content=content,
+        )
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            return await self.pipeline.receive(arrival)
+        except Exception:
+            log.exception("%s message from <%s> failed", arrival.peer, arrival.mail_from)
+            return REPLY_RETRY
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
+
+
+class SesSMTP(SMTP):  # type: ignore[misc]
+    """aiosmtpd's protocol, registering each session with its server."""
+
+    def __init__(self, handler: SesHandler, sessions: set[SesSMTP], **kwargs: Any):
+        super().__init__(handler, **kwargs)
+        self._sessions = sessions
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Remember the session so that shutdown can close it."""
+        self._sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        """Forget the session."""
+        self._sessions.discard(self)
+        super().connection_lost(error)
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _peer(session: Session) -> str:
+    peer = session.peer
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer or "unknown")

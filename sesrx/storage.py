@@ -1,0 +1,123 @@
+"""The data folder: local S3 buckets, traces, bounce outbox and handler logs.
+
+    <data_dir>/s3/<bucket>/<key>        objects written by S3 actions
+    <data_dir>/traces/<messageId>.json  what the rule set did to a message
+    <data_dir>/outbox/<name>.eml        bounce messages (RFC 3464)
+    <data_dir>/logs/<function>.log      what Lambda handlers printed or logged
+
+Every file is written to a temporary name first and renamed into place, so
+a reader never sees half an object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiofiles
+import aiofiles.os
+
+from sesrx.errors import StorageError
+
+__all__ = ["DataDir", "key_to_relative_path"]
+
+# Characters kept as they are in a key segment; everything else, "%" first
+# of all, is percent-encoded so that two keys never share a file.
+_SAFE = "!$&'()*+,;=@~-._ "
+
+
+def key_to_relative_path(key: str) -> Path:
+    """Map an S3 key to a relative path that stays inside its bucket folder.
+
+    Each ``/``-separated segment becomes a folder level. Segments that mean
+    something to a file system (empty, ``.``, ``..``) are encoded, so keys
+    such as ``/inbound/x`` or ``../../etc`` still land in the bucket.
+    """
+    segments = []
+    for segment in key.split("/"):
+        encoded = quote(segment, safe=_SAFE)
+        if encoded in ("", ".", ".."):
+            encoded = "%2F" if not encoded else encoded.replace(".", "%2E")
+        segments.append(encoded)
+
+    return Path(*segments)
+
+
+class DataDir:
+    """Write sesrx's output files under one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._tmp = root / ".tmp"
+
+    def prepare(self) -> None:
+        """Create the folder tree; raises :class:`StorageError` if it cannot."""
+        try:
+            for name in ("s3", "traces", "outbox", "logs", ".tmp"):
+                (self.root / name).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.root}: {exc}") from exc
+
+    def object_path(self, bucket: str, key: str) -> Path:
+        """Return where the object ``key`` of ``bucket`` is stored."""
+        bucket_dir = self.root / "s3" / bucket
+        path = bucket_dir / key_to_relative_path(key)
+        if not path.resolve().is_relative_to(bucket_dir.resolve()):
+            raise StorageError(f"key {key!r} leaves bucket {bucket!r}")
+        return path
+
+    def trace_path(self, message_id: str) -> Path:
+        """Return where the trace of ``message_id`` is stored."""
+        return self.root / "traces" / f"{message_id}.json"
+
+    def outbox_path(self, name: str) -> Path:
+        """Return where the bounce message ``name`` is stored."""
+        return self.root / "outbox" / f"{name}.eml"
+
+    def log_path(self, function_name: str) -> Path:
+        """Return the log file of a Lambda function."""
+        return self.root / "logs" / f"{function_name}.log"
+
+    async def put_object(self, bucket: str, key: str, parts: list[bytes]) -> Path:
+        """Store an object atomically; the parts are written in order."""
+        path = self.object_path(bucket, key)
+        await self.write_atomic(path, parts)
+        return path
+
+    async def write_json(self, path: Path, document: Any) -> None:
+        """Write ``document`` as indented JSON, atomically."""
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        await self.write_atomic(path, [text.encode("utf-8")])
+
+    async def write_atomic(self, path: Path, parts: list[bytes]) -> None:
+        """Write ``parts`` to ``path`` through a temporary file and a rename."""
+        temporary = self._tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            await aiofiles.os.makedirs(path.parent, exist_ok=True)
+            await self._write(temporary, parts)
+            await aiofiles.os.replace(temporary, path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write {path}: {exc}") from exc
+            raise
+
+    async def _write(self, temporary: Path, parts: list[bytes]) -> None:
+        try:
+            stream = await aiofiles.open(temporary, "wb")
+        except FileNotFoundError:
+            # The data folder was emptied while the server ran.
+            await aiofiles.os.makedirs(self._tmp, exist_ok=True)
+            stream = await aiofiles.open(temporary, "wb")
+
+        try:
+            for part in parts:
+                await stream.write(part)
+        finally:
+            await stream.close()

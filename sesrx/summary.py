@@ -1,0 +1,52 @@
+"""A one-screen description of a configuration, for ``check-config``."""
+
+from __future__ import annotations
+
+from sesrx.config import (
+    Action,
+    AddHeaderAction,
+    BounceAction,
+    Config,
+    LambdaAction,
+    S3Action,
+    StopAction,
+)
+
+__all__ = ["describe"]
+
+
+def describe(config: Config) -> str:
+    """Return the rule set as a short table, with the server settings above."""
+    server = config.server
+    domains = ", ".join(config.verified_domains) if config.verified_domains is not None else "every domain"
+    lines = [
+        f"config:      {config.source_name}",
+        f"listen:      {server.host}:{server.port} as {server.hostname}",
+        f"data:        {config.data_dir}",
+        f"verified:    {domains}",
+        f"bounce mode: {server.bounce_mode}",
+        f"rule set:    {config.rule_set.name} ({len(config.rule_set.rules)} rules)",
+    ]
+    for number, rule in enumerate(config.rule_set.rules, start=1):
+        state = "" if rule.enabled else " (disabled)"
+        recipients = ", ".join(rule.recipients) or "all verified domains"
+        tls = ", TLS required" if rule.tls_policy == "Require" else ""
+        lines.append(f"  {number}. {rule.name}{state}: {recipients}{tls}")
+        lines += [f"       - {_action(action)}" for action in rule.actions]
+
+    return "\n".join(lines)
+
+
+def _action(action: Action) -> str:
+    if isinstance(action, S3Action):
+        return f"S3 s3://{action.bucket_name}/{action.object_key('<messageId>')}"
+    if isinstance(action, LambdaAction):
+        function = action.function
+        return f"Lambda {function.name} ({action.invocation_type}) -> {function.spec}"
+    if isinstance(action, BounceAction):
+        return f"Bounce {action.reply!r} from {action.sender}"
+    if isinstance(action, AddHeaderAction):
+        return f"AddHeader {action.header_name}: {action.header_value}"
+    if isinstance(action, StopAction):
+        return "Stop"
+    raise TypeError(f"unknown action {action!r}")
