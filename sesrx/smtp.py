@@ -68,7 +68,8 @@ class SesHandler:
         if content is None:
             content = envelope.content if isinstance(envelope.content, bytes) else b""
         arrival = Arrival(
-            mail_from=envelope.mail_from or "",
+            # The null reverse-path arrives as the text "<>" (RFC 5321 4.5.5).
+            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
             rcpt_tos=tuple(envelope.rcpt_tos),
             helo=session.host_name or "",
             peer=_peer(session),

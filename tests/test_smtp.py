@@ -1,0 +1,161 @@
+"""The SMTP conversation, seen from a real client on a loopback port."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import socket
+
+import pytest
+
+from helpers import make_message, read_trace, rule_set, send
+
+pytestmark = pytest.mark.e2e
+
+STORE = {"name": "store", "actions": [{"s3": {"bucket_name": "inbound"}}]}
+
+
+def test_accepted_message_gets_a_ses_style_id(write_config, serve, tmp_path):
+    """DATA is answered "250 OK <id>" with 40 base32hex characters ending in 1."""
+    server = serve(write_config({"rule_set": rule_set(STORE)}))
+
+    sent = send(server.port, make_message())
+
+    assert sent.rcpt["bob@example.com"] == (250, "Ok")
+    assert sent.data is not None and sent.data[1].startswith("OK ")
+    assert re.fullmatch(r"[0-9a-v]{38}[08go]1", sent.message_id)
+    assert (tmp_path / "data" / "s3" / "inbound" / sent.message_id).is_file()
+
+
+def test_banner_names_the_configured_host(write_config, serve):
+    """The greeting reads like SES's: host name, then "ESMTP Amazon SES"."""
+    config = write_config({"server": {"hostname": "mx.test"}, "rule_set": rule_set(STORE)})
+    server = serve(config)
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        banner = conn.makefile("rb").readline()
+
+    assert banner == b"220 mx.test ESMTP Amazon SES\r\n"
+
+
+def test_unmatched_and_unverified_recipients_get_550(write_config, serve):
+    """Recipients no enabled rule covers, or outside verified domains, are refused."""
+    config = write_config({
+        "verified_domains": ["example.com"],
+        "rule_set": rule_set(
+            {"name": "sales", "recipients": ["sales@example.com"],
+             "actions": [{"s3": {"bucket_name": "box1"}}]},
+            {"name": "off", "enabled": False, "recipients": ["off@example.com"],
+             "actions": [{"s3": {"bucket_name": "box1"}}]},
+            {"name": "other", "recipients": ["other.test"],
+             "actions": [{"s3": {"bucket_name": "box1"}}]},
+        ),
+    })  # fmt: skip
+    server = serve(config)
+
+    sent = send(server.port, make_message(), rcpt_tos=[
+        "sales@example.com", "SALES@EXAMPLE.COM", "off@example.com",
+        "x@other.test", "not-an-address", "someone@example.com",
+    ])  # fmt: skip
+
+    refusal = (550, "5.1.1 Requested action not taken: mailbox unavailable")
+    assert sent.rcpt["sales@example.com"] == (250, "Ok")
+    assert sent.rcpt["SALES@EXAMPLE.COM"] == (250, "Ok")
+    for address in ("off@example.com", "x@other.test", "not-an-address",
+                    "someone@example.com"):  # fmt: skip
+        assert sent.rcpt[address] == refusal, address
+    assert sent.code == 250
+
+
+def test_tls_required_recipient_is_refused_on_a_plain_session(write_config, serve):
+    """A rule with tls_policy Require refuses its recipients without STARTTLS."""
+    config = write_config({"rule_set": rule_set(
+        {"name": "secure", "recipients": ["vault@example.com"], "tls_policy": "Require",
+         "actions": [{"s3": {"bucket_name": "box1"}}]},
+        STORE,
+    )})  # fmt: skip
+    server = serve(config)
+
+    sent = send(server.port, make_message(), rcpt_tos=["vault@example.com", "bob@example.com"])
+
+    assert sent.rcpt["vault@example.com"] == (550, "5.7.1 TLS required by recipient")
+    assert sent.rcpt["bob@example.com"] == (250, "Ok")
+
+
+def test_no_accepted_recipient_means_no_data(write_config, serve):
+    """DATA after only refused recipients is an error, and nothing is stored."""
+    server = serve(write_config({"verified_domains": ["example.com"],
+                                 "rule_set": rule_set(STORE)}))  # fmt: skip
+
+    with smtplib.SMTP("127.0.0.1", server.port) as client:
+        client.ehlo("client.example")
+        client.mail("a@sender.example")
+        assert client.rcpt("x@elsewhere.test")[0] == 550
+        code, _ = client.docmd("DATA")
+    assert code == 503
+
+
+def test_stored_object_is_ses_headers_then_the_bytes_received(write_config, serve, tmp_path):
+    """The object is Return-Path and Received, then the message byte for byte."""
+    server = serve(write_config({"server": {"hostname": "inbound.test"},
+                                 "rule_set": rule_set(STORE)}))  # fmt: skip
+    message = make_message(body="caf\xe9 \u2603\r\nline two", extra=(("X-Odd", "\t tabbed"),))
+
+    sent = send(server.port, message, mail_from="bounce+x@sender.example")
+    stored = (tmp_path / "data" / "s3" / "inbound" / sent.message_id).read_bytes()
+
+    head, _, rest = stored.partition(b"\r\n\r\n")
+    assert stored.endswith(message)
+    lines = stored[: len(stored) - len(message)].decode().split("\r\n")
+    assert lines[0] == "Return-Path: <bounce+x@sender.example>"
+    assert lines[1] == "Received: from client.example (client.example [127.0.0.1])"
+    assert lines[2] == f" by inbound.test with SMTP id {sent.message_id}"
+    assert lines[3] == " for bob@example.com;"
+    assert re.fullmatch(r" \w{3}, \d{2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000 \(UTC\)", lines[4])
+
+
+def test_null_sender_is_accepted(write_config, serve, tmp_path):
+    """MAIL FROM:<> (a bounce) is accepted and stored with an empty Return-Path."""
+    server = serve(write_config({"rule_set": rule_set(STORE)}))
+
+    sent = send(server.port, make_message(), mail_from="")
+    stored = (tmp_path / "data" / "s3" / "inbound" / sent.message_id).read_bytes()
+
+    assert stored.startswith(b"Return-Path: <>\r\n")
+
+
+def test_each_rule_sees_only_the_recipients_it_matches(write_config, serve, tmp_path):
+    """A message keeps its accepted recipients; each rule gets its own subset."""
+    config = write_config({"rule_set": rule_set(
+        {"name": "sales", "recipients": ["sales@example.com"],
+         "actions": [{"lambda": {"function_arn": "handlers:record",
+                                 "invocation_type": "RequestResponse"}}]},
+        {"name": "domain", "recipients": ["example.com", ".example.org"],
+         "actions": [{"s3": {"bucket_name": "all"}}]},
+    )})  # fmt: skip
+    server = serve(config)
+
+    sent = send(server.port, make_message(), rcpt_tos=[
+        "sales@example.com", "ops@example.com", "a@sub.example.org", "b@example.org",
+    ])  # fmt: skip
+    trace = read_trace(tmp_path / "data", sent.message_id)
+
+    assert sent.rcpt["b@example.org"][0] == 550
+    assert trace["envelope"]["rcpt_tos"] == [
+        "sales@example.com", "ops@example.com", "a@sub.example.org"]
+    sales, domain = trace["rules"]
+    assert sales["recipients"] == ["sales@example.com"]
+    assert domain["recipients"] == [
+        "sales@example.com", "ops@example.com", "a@sub.example.org"]
+
+
+def test_failed_write_answers_451_and_leaves_nothing(write_config, serve, tmp_path):
+    """When the bucket folder cannot be written the sender is told to retry."""
+    server = serve(write_config({"rule_set": rule_set(STORE)}))
+    (tmp_path / "data" / "s3" / "inbound").write_text("a file where a folder goes")
+
+    sent = send(server.port, make_message())
+
+    assert sent.data is not None and sent.data[0] == 451
+    assert sent.data[1].startswith("4.3.0 ")
+    assert list((tmp_path / "data" / ".tmp").iterdir()) == []
