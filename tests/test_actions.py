@@ -1,0 +1,161 @@
+"""Bounce, add-header, stop and S3 actions, through real SMTP."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+import pytest
+
+from helpers import make_message, read_calls, read_trace, rule_set, send
+
+pytestmark = pytest.mark.e2e
+
+BOUNCE = {"bounce": {"smtp_reply_code": "550", "status_code": "5.1.1",
+                     "message": "Mailbox does not exist",
+                     "sender": "mailer-daemon@example.com"}}  # fmt: skip
+
+
+def test_bounce_of_every_recipient_replaces_the_reply(write_config, serve, tmp_path):
+    """With bounce_mode reject, bouncing all recipients answers DATA with the bounce."""
+    config = write_config({"rule_set": rule_set(
+        {"name": "store", "actions": [{"s3": {"bucket_name": "kept"}}]},
+        {"name": "bounce", "actions": [BOUNCE]},
+    )})  # fmt: skip
+    server = serve(config)
+
+    sent = send(server.port, make_message(), rcpt_tos=["a@example.com", "b@example.com"])
+
+    assert sent.data == (550, "5.1.1 Mailbox does not exist")
+    assert len(list((tmp_path / "data" / "s3" / "kept").iterdir())) == 1
+    assert list((tmp_path / "data" / "outbox").iterdir()) == []
+
+
+def test_partial_bounce_keeps_250_and_writes_a_dsn(write_config, serve, tmp_path):
+    """Bouncing some recipients answers 250 and mails an RFC 3464 report."""
+    config = write_config({"rule_set": rule_set(
+        {"name": "gone", "recipients": ["gone@example.com"], "actions": [BOUNCE]},
+        {"name": "store", "actions": [{"s3": {"bucket_name": "kept"}}]},
+    )})  # fmt: skip
+    server = serve(config)
+
+    sent = send(server.port, make_message(), rcpt_tos=["gone@example.com", "b@example.com"])
+    [dsn_path] = (tmp_path / "data" / "outbox").iterdir()
+    dsn = email.message_from_bytes(dsn_path.read_bytes(), policy=email.policy.default)
+
+    assert sent.code == 250
+    assert dsn["From"] == "mailer-daemon@example.com"
+    assert dsn["To"] == "alice@sender.example"
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn.get_param("report-type") == "delivery-status"
+    text, status, headers = dsn.iter_parts()
+    assert "Mailbox does not exist" in text.get_content()
+    assert status.get_content_type() == "message/delivery-status"
+    report = status.as_string()
+    assert "Final-Recipient: rfc822; gone@example.com" in report
+    assert "b@example.com" not in report
+    assert "Status: 5.1.1" in report
+    assert "Action: failed" in report
+    assert headers.get_content_type() == "text/rfc822-headers"
+    assert sent.message_id in headers.as_string()
+
+
+def test_dsn_mode_always_answers_250(write_config, serve, tmp_path):
+    """bounce_mode dsn is SES's own behaviour: 250, then a DSN."""
+    config = write_config({"server": {"bounce_mode": "dsn"},
+                           "rule_set": rule_set({"name": "b", "actions": [BOUNCE]})})
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+
+    assert sent.code == 250
+    assert len(list((tmp_path / "data" / "outbox").iterdir())) == 1
+    action = read_trace(tmp_path / "data", sent.message_id)["rules"][0]["actions"][0]
+    assert action["outcome"] == "dsn"
+
+
+def test_no_dsn_to_a_null_sender(write_config, serve, tmp_path):
+    """A bounce of a bounce (MAIL FROM:<>) is not mailed."""
+    config = write_config({"server": {"bounce_mode": "dsn"},
+                           "rule_set": rule_set({"name": "b", "actions": [BOUNCE]})})
+    server = serve(config)
+
+    sent = send(server.port, make_message(), mail_from="")
+
+    assert sent.code == 250
+    assert list((tmp_path / "data" / "outbox").iterdir()) == []
+
+
+def test_added_header_is_seen_by_later_actions_and_rules(write_config, serve, tmp_path):
+    """An added header is on top of later objects and events, in this rule and later ones."""
+    config = write_config({"rule_set": rule_set(
+        {"name": "tag", "actions": [
+            {"s3": {"bucket_name": "before"}},
+            {"add_header": {"header_name": "X-Rule", "header_value": "tag; v=1"}},
+            {"s3": {"bucket_name": "after"}},
+        ]},
+        {"name": "later", "actions": [
+            {"lambda": {"function_arn": "handlers:record", "invocation_type": "RequestResponse"}},
+        ]},
+    )})  # fmt: skip
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+    buckets = tmp_path / "data" / "s3"
+    before = (buckets / "before" / sent.message_id).read_bytes()
+    after = (buckets / "after" / sent.message_id).read_bytes()
+    [called] = read_calls(tmp_path)
+
+    assert after == b"X-Rule: tag; v=1\r\n" + before
+    headers = called["event"]["Records"][0]["ses"]["mail"]["headers"]
+    assert headers[0] == {"name": "X-Rule", "value": "tag; v=1"}
+
+
+def test_stop_ends_the_rule_set(write_config, serve, tmp_path):
+    """Nothing after a Stop action runs, in its rule or later ones."""
+    config = write_config({"rule_set": rule_set(
+        {"name": "one", "actions": [{"stop": {"scope": "RuleSet"}}, {"s3": {"bucket_name": "one"}}]},
+        {"name": "two", "actions": [{"s3": {"bucket_name": "two"}}]},
+    )})  # fmt: skip
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+    trace = read_trace(tmp_path / "data", sent.message_id)
+
+    assert sent.code == 250
+    assert not (tmp_path / "data" / "s3" / "one").exists()
+    assert not (tmp_path / "data" / "s3" / "two").exists()
+    assert [r["status"] for r in trace["rules"]] == ["matched", "not reached"]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "key_start"),
+    [("", ""), ("mail/", "mail/"), ("inbound", "inbound/"), ("a/b/", "a/b/")],
+)
+def test_object_key_joins_prefix_and_message_id(write_config, serve, tmp_path, prefix, key_start):
+    """The key is prefix + messageId, with a slash added when the prefix lacks one."""
+    config = write_config({"rule_set": rule_set({"name": "s", "actions": [
+        {"s3": {"bucket_name": "inbound", "object_key_prefix": prefix}}]})})
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+    action = read_trace(tmp_path / "data", sent.message_id)["rules"][0]["actions"][0]
+
+    assert action["detail"]["object_key"] == key_start + sent.message_id
+    assert (tmp_path / "data" / "s3" / "inbound" / (key_start + sent.message_id)).is_file()
+
+
+def test_hostile_prefix_stays_inside_the_bucket(write_config, serve, tmp_path):
+    """A prefix with .. segments or a leading slash cannot leave the bucket folder."""
+    config = write_config({"rule_set": rule_set({"name": "s", "actions": [
+        {"s3": {"bucket_name": "inbound", "object_key_prefix": "/../../escape/"}}]})})
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+    action = read_trace(tmp_path / "data", sent.message_id)["rules"][0]["actions"][0]
+
+    assert action["detail"]["object_key"] == "/../../escape/" + sent.message_id
+    stored = [p for p in (tmp_path / "data").rglob(sent.message_id) if p.is_file()]
+    assert len(stored) == 1
+    assert stored[0].is_relative_to(tmp_path / "data" / "s3" / "inbound")
+    assert not (tmp_path / "escape").exists()

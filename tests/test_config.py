@@ -1,0 +1,174 @@
+"""Loading configurations: what is accepted, and how errors name their key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sesrx.config import LambdaAction, S3Action, load_config, load_default_config
+from sesrx.errors import ConfigError
+
+from conftest import EXAMPLES
+from helpers import rule_set
+
+STORE = {"name": "store", "actions": [{"s3": {"bucket_name": "inbound"}}]}
+
+
+def load(write_config, document: dict) -> object:
+    return load_config(write_config(document))
+
+
+def error_of(write_config, document: dict) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load(write_config, document)
+    return caught.value
+
+
+def test_default_config_stores_everything():
+    """The embedded default listens on 127.0.0.1:2525 and stores all mail in inbound."""
+    config = load_default_config()
+
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 2525)
+    assert config.verified_domains is None
+    [rule] = config.rule_set.rules
+    assert rule.recipients == ()
+    assert rule.actions == (S3Action(bucket_name="inbound"),)
+    assert config.data_dir == Path.cwd() / "sesrx-data"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*/sesrx.yaml")), ids=lambda p: p.parent.name)
+def test_every_example_config_loads(path):
+    """Each example under config/examples is a valid configuration."""
+    config = load_config(path)
+
+    assert config.rule_set.rules
+
+
+def test_full_example_loads():
+    """The commented full example in config/ is valid."""
+    config = load_config(EXAMPLES.parent / "sesrx.yaml")
+
+    assert len(config.rule_set.rules) >= 3
+
+
+def test_relative_data_dir_is_taken_from_the_config_folder(write_config, tmp_path):
+    """data_dir: ./x means next to the config file, not the working directory."""
+    config = load(write_config, {"data_dir": "./stuff", "rule_set": rule_set(STORE)})
+
+    assert config.data_dir == tmp_path / "stuff"
+
+
+@pytest.mark.parametrize(
+    ("document", "key_path", "words"),
+    [
+        ({"rule_set": rule_set({"name": "r", "actions": [{"s3": {"bucket_name": "Bad_Bucket"}}]})},
+         "rule_set.rules[0].actions[0].s3.bucket_name", "bucket name"),
+        ({"rule_set": rule_set(STORE, STORE)}, "rule_set.rules[1].name", "exists"),
+        ({"rule_set": rule_set({"name": "-bad", "actions": []})}, "rule_set.rules[0].name", "letter or digit"),
+        ({"rule_set": rule_set({"name": "r", "colour": "red"})}, "rule_set.rules[0].colour", "unknown key"),
+        ({"rule_set": rule_set(STORE), "extra": 1}, "extra", "unknown key"),
+        ({"server": {"port": "25"}, "rule_set": rule_set(STORE)}, "server.port", "integer"),
+        ({"server": {"port": 70000}, "rule_set": rule_set(STORE)}, "server.port", "65535"),
+        ({"server": {"bounce_mode": "loud"}, "rule_set": rule_set(STORE)}, "server.bounce_mode", "reject, dsn"),
+        ({"rule_set": rule_set({"name": "r", "enabled": "yes please"})}, "rule_set.rules[0].enabled", "true or false"),
+        ({"rule_set": rule_set({"name": "r", "tls_policy": "require"})}, "rule_set.rules[0].tls_policy", "Optional, Require"),
+        ({"rule_set": rule_set({"name": "r", "recipients": ["not a domain"]})}, "rule_set.rules[0].recipients[0]", "domain"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"s3": {"bucket_name": "abc"}, "stop": {}}]})},
+         "rule_set.rules[0].actions[0]", "exactly one"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"add_header": {"header_name": "X Bad", "header_value": "v"}}]})},
+         "rule_set.rules[0].actions[0].add_header.header_name", "letters"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"add_header": {"header_name": "X-A", "header_value": "a\nb"}}]})},
+         "rule_set.rules[0].actions[0].add_header.header_value", "CR or LF"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"add_header": {"header_name": "X-A", "header_value": "v" * 2048}}]})},
+         "rule_set.rules[0].actions[0].add_header.header_value", "2048"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"bounce": {"smtp_reply_code": "250", "message": "m", "sender": "a@example.com"}}]})},
+         "rule_set.rules[0].actions[0].bounce.smtp_reply_code", "4xx or 5xx"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"bounce": {"smtp_reply_code": "550", "status_code": "4.1.1", "message": "m", "sender": "a@example.com"}}]})},
+         "rule_set.rules[0].actions[0].bounce.status_code", "does not agree"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"bounce": {"smtp_reply_code": "550", "message": "m"}}]})},
+         "rule_set.rules[0].actions[0].bounce.sender", "required"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"lambda": {"function_arn": "nope"}}]})},
+         "rule_set.rules[0].actions[0].lambda.function_arn", "not a key of functions"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"lambda": {"function_arn": "missing_module:handler"}}]})},
+         "rule_set.rules[0].actions[0].lambda.function_arn", "cannot import"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"lambda": {"function_arn": "handlers:absent"}}]})},
+         "rule_set.rules[0].actions[0].lambda.function_arn", "no attribute"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"lambda": {"function_arn": "arn:aws:lambda:us-east-1:123456789012:function:ghost"}}]})},
+         "rule_set.rules[0].actions[0].lambda.function_arn", "not a key of functions"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"lambda": {"function_arn": "handlers:record", "invocation_type": "Sync"}}]})},
+         "rule_set.rules[0].actions[0].lambda.invocation_type", "Event, RequestResponse"),
+        ({"aws": {"account_id": 12345}, "rule_set": rule_set(STORE)}, "aws.account_id", "12 digits"),
+        ({"functions": {"bad name": "handlers:record"}, "rule_set": rule_set(STORE)}, "functions.bad name", "function name"),
+        ({"rule_set": {"rules": []}}, "rule_set.name", "required"),
+        ({"rule_set": rule_set({"name": "r", "recipients": [f"u{i}@example.com" for i in range(101)]})},
+         "rule_set.rules[0].recipients", "at most 100"),
+        ({"rule_set": rule_set({"name": "r", "actions": [{"stop": {}}] * 11})}, "rule_set.rules[0].actions", "at most 10"),
+        ({"rule_set": rule_set(*[{"name": f"r{i}"} for i in range(201)])}, "rule_set.rules", "at most 200"),
+        ({"dns": {"txt": {"sel._domainkey.example.com": 5}}, "rule_set": rule_set(STORE)},
+         "dns.txt.sel._domainkey.example.com", "string"),
+    ],
+)  # fmt: skip
+def test_error_names_the_key_path(write_config, tmp_path, document, key_path, words):
+    """Every bad value is reported with the file, its key path and what was expected."""
+    error = error_of(write_config, document)
+
+    assert error.key_path == key_path
+    assert words in error.problem
+    assert str(tmp_path / "sesrx.yaml") in str(error)
+
+
+def test_handler_that_fails_to_import_is_reported_at_load(write_config, tmp_path):
+    """A handler module raising at import is a config error, not a first-message crash."""
+    (tmp_path / "broken_mod.py").write_text("raise ValueError('boom')\n")
+    error = error_of(write_config, {"functions": {"f": "broken_mod:handler"},
+                                    "rule_set": rule_set(STORE)})  # fmt: skip
+
+    assert error.key_path == "functions.f"
+    assert "ValueError: boom" in error.problem
+
+
+def test_function_references_resolve_to_full_arns(write_config):
+    """Names, ARNs and import strings all give events a full Lambda ARN."""
+    config = load(write_config, {
+        "aws": {"region": "eu-west-1", "account_id": "000000000042"},
+        "functions": {"named": "handlers:record"},
+        "rule_set": rule_set({"name": "r", "actions": [
+            {"lambda": {"function_arn": "named"}},
+            {"lambda": {"function_arn": "arn:aws:lambda:eu-west-1:000000000042:function:named"}},
+            {"lambda": {"function_arn": "handlers:record"}},
+        ]}),
+    })  # fmt: skip
+    actions = config.rule_set.rules[0].actions
+    assert all(isinstance(a, LambdaAction) for a in actions)
+
+    arns = [a.function.arn for a in actions]  # type: ignore[union-attr]
+    prefix = "arn:aws:lambda:eu-west-1:000000000042:function:"
+    assert arns == [prefix + "named", prefix + "named", prefix + "handlers-record"]
+    assert actions[0].invocation_type == "Event"  # type: ignore[union-attr]
+
+
+def test_yaml_syntax_error_is_a_config_error(tmp_path):
+    """A file that is not YAML is reported, with the file name."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("rule_set: [unclosed\n")
+
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_same_module_name_in_two_config_folders(tmp_path):
+    """Two configs with their own handlers.py each get their own module."""
+    paths = []
+    for name in ("one", "two"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "samename_handlers.py").write_text(f"def handler(e, c):\n    return {name!r}\n")
+        document = {"functions": {"f": "samename_handlers:handler"}, "rule_set": rule_set(STORE)}
+        (folder / "sesrx.yaml").write_text(yaml.safe_dump(document))
+        paths.append(folder / "sesrx.yaml")
+
+    results = [load_config(p).functions["f"].handler({}, None) for p in paths]
+
+    assert results == ["one", "two"]

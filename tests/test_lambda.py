@@ -1,0 +1,217 @@
+"""Lambda actions: the event and context handlers get, dispositions, output."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from helpers import make_message, read_calls, read_trace, rule_set, send
+
+pytestmark = pytest.mark.e2e
+
+
+def call(name: str, kind: str = "RequestResponse") -> dict:
+    return {"lambda": {"function_arn": f"handlers:{name}", "invocation_type": kind}}
+
+
+STORE = {"s3": {"bucket_name": "inbound"}}
+
+
+def test_handler_gets_the_ses_event_and_a_context(write_config, serve, tmp_path):
+    """The event has one aws:ses record with mail and receipt; the context is AWS's."""
+    config = write_config({
+        "aws": {"region": "eu-west-1", "account_id": "000011112222"},
+        "functions": {"recorder": "handlers:record"},
+        "rule_set": rule_set({"name": "r1", "actions": [
+            {"lambda": {"function_arn": "arn:aws:lambda:eu-west-1:000011112222:function:recorder",
+                        "invocation_type": "RequestResponse"}}]}),
+    })  # fmt: skip
+    server = serve(config)
+    message = make_message(
+        to='"Doe, John" <john@example.com>, ann@example.com',
+        extra=(("Cc", "Carl <carl@example.com>"), ("Reply-To", "r@sender.example")),
+    )
+
+    sent = send(server.port, message, rcpt_tos=["john@example.com", "hidden@example.com"])
+    [called] = read_calls(tmp_path)
+
+    arn = "arn:aws:lambda:eu-west-1:000011112222:function:recorder"
+    assert called["context"]["function_name"] == "recorder"
+    assert called["context"]["invoked_function_arn"] == arn
+    assert called["context"]["log_group_name"] == "/aws/lambda/recorder"
+    assert 0 < called["context"]["remaining"] <= 30_000
+    [record] = called["event"]["Records"]
+    assert record["eventSource"] == "aws:ses" and record["eventVersion"] == "1.0"
+    mail, receipt = record["ses"]["mail"], record["ses"]["receipt"]
+    assert mail["messageId"] == sent.message_id
+    assert mail["source"] == "alice@sender.example"
+    assert mail["destination"] == ["john@example.com", "ann@example.com", "carl@example.com"]
+    assert mail["commonHeaders"]["to"] == ['"Doe, John" <john@example.com>', "ann@example.com"]
+    assert mail["commonHeaders"]["replyTo"] == ["r@sender.example"]
+    assert mail["commonHeaders"]["returnPath"] == "alice@sender.example"
+    assert list(mail["commonHeaders"]) == [
+        "returnPath", "from", "replyTo", "date", "to", "cc", "messageId", "subject"]
+    assert [h["name"] for h in mail["headers"][:3]] == ["Return-Path", "Received", "From"]
+    assert receipt["recipients"] == ["john@example.com", "hidden@example.com"]
+    assert receipt["action"] == {"type": "Lambda", "functionArn": arn,
+                                 "invocationType": "RequestResponse"}  # fmt: skip
+    assert receipt["dkimVerdict"] == {"status": "GRAY"}
+    assert isinstance(receipt["processingTimeMillis"], int)
+    assert receipt["processingTimeMillis"] >= 1
+    assert receipt["timestamp"] == mail["timestamp"]
+    assert mail["timestamp"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("handler", "later_actions_ran", "later_rules_ran"),
+    [
+        ("record", True, True),
+        ("stop_rule", False, True),
+        ("stop_rule_set", False, False),
+        ("async_stop", False, False),
+        ("raises", True, True),
+    ],
+)
+def test_request_response_disposition(
+    write_config, serve, tmp_path, handler, later_actions_ran, later_rules_ran
+):
+    """STOP_RULE skips the rule's rest, STOP_RULE_SET everything; errors continue."""
+    config = write_config({"rule_set": rule_set(
+        {"name": "first", "actions": [call(handler), {"s3": {"bucket_name": "first-rule"}}]},
+        {"name": "second", "actions": [{"s3": {"bucket_name": "second-rule"}}]},
+    )})  # fmt: skip
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+    buckets = tmp_path / "data" / "s3"
+
+    assert sent.code == 250
+    assert (buckets / "first-rule" / sent.message_id).exists() is later_actions_ran
+    assert (buckets / "second-rule" / sent.message_id).exists() is later_rules_ran
+    trace = read_trace(tmp_path / "data", sent.message_id)
+    outcome = trace["rules"][0]["actions"][0]["outcome"]
+    assert outcome == ("error" if handler == "raises" else "ok")
+
+
+def test_handler_error_is_logged_with_its_traceback(write_config, serve, tmp_path):
+    """A handler that raises has its traceback in its log, and the trace says why."""
+    config = write_config({
+        "functions": {"broken": "handlers:raises"},
+        "rule_set": rule_set({"name": "r", "actions": [
+            {"lambda": {"function_arn": "broken", "invocation_type": "RequestResponse"}}]}),
+    })  # fmt: skip
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+    log_text = (tmp_path / "data" / "logs" / "broken.log").read_text()
+    action = read_trace(tmp_path / "data", sent.message_id)["rules"][0]["actions"][0]
+
+    assert "RuntimeError: handler failed on purpose" in log_text
+    assert "Traceback (most recent call last)" in log_text
+    assert action["error"] == "RuntimeError: handler failed on purpose"
+    assert action["disposition"] == "CONTINUE"
+
+
+def test_timeout_counts_as_continue(write_config, serve, tmp_path):
+    """A RequestResponse handler past lambda_timeout is abandoned; processing goes on."""
+    config = write_config({
+        "server": {"lambda_timeout": 0.3},
+        "rule_set": rule_set({"name": "r", "actions": [call("slow"), STORE]}),
+    })
+    server = serve(config)
+
+    started = time.monotonic()
+    sent = send(server.port, make_message())
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 1.4
+    assert (tmp_path / "data" / "s3" / "inbound" / sent.message_id).exists()
+    action = read_trace(tmp_path / "data", sent.message_id)["rules"][0]["actions"][0]
+    assert action["outcome"] == "timeout"
+    assert action["error"] == "Task timed out after 0.30 seconds"
+
+
+def test_event_invocation_runs_in_the_background(write_config, serve, tmp_path):
+    """An Event call does not delay the reply and its disposition is ignored."""
+    config = write_config({"rule_set": rule_set(
+        {"name": "r", "actions": [call("slow", "Event"), STORE]})})
+    server = serve(config)
+
+    started = time.monotonic()
+    sent = send(server.port, make_message())
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 1.0
+    assert (tmp_path / "data" / "s3" / "inbound" / sent.message_id).exists()
+    assert read_calls(tmp_path) == []
+    assert server.wait_idle(10)
+    assert [c["name"] for c in read_calls(tmp_path)] == ["slow"]
+    action = read_trace(tmp_path / "data", sent.message_id)["rules"][0]["actions"][0]
+    assert action["outcome"] == "ok"
+    assert action["disposition"] == "CONTINUE"
+
+
+def test_blocking_handler_does_not_stall_other_sessions(write_config, serve, tmp_path):
+    """While one session waits on a slow handler, another is served at once."""
+    config = write_config({"rule_set": rule_set(
+        {"name": "slow", "recipients": ["slow@example.com"], "actions": [call("slow")]},
+        {"name": "fast", "recipients": ["fast@example.com"], "actions": [STORE]},
+    )})  # fmt: skip
+    server = serve(config)
+    slow = threading.Thread(
+        target=send, args=(server.port, make_message()), kwargs={"rcpt_tos": ["slow@example.com"]}
+    )
+
+    slow.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    sent = send(server.port, make_message(), rcpt_tos=["fast@example.com"])
+    elapsed = time.monotonic() - started
+    slow.join()
+
+    assert sent.code == 250
+    assert elapsed < 1.0
+
+
+def test_printed_and_logged_output_goes_to_the_function_log(write_config, serve, tmp_path):
+    """print() and logging in a handler land in logs/<function>.log with its request id."""
+    config = write_config({
+        "functions": {"chatty": "handlers:chatty"},
+        "rule_set": rule_set({"name": "r", "actions": [
+            {"lambda": {"function_arn": "chatty", "invocation_type": "RequestResponse"}}]}),
+    })  # fmt: skip
+    server = serve(config)
+
+    send(server.port, make_message())
+    [called] = read_calls(tmp_path)
+    request_id = called["context"]["aws_request_id"]
+    lines = (tmp_path / "data" / "logs" / "chatty.log").read_text().splitlines()
+
+    texts = [line.split("\t", 2)[2] for line in lines if line.split("\t")[1] == request_id]
+    assert texts[0] == f"START RequestId: {request_id} Version: $LATEST"
+    assert "printed line one" in texts
+    assert "printed line two" in texts
+    assert "[WARNING]\tlogged warning 42" in "\n".join(texts)
+    assert texts[-2] == f"END RequestId: {request_id}"
+    assert texts[-1].startswith(f"REPORT RequestId: {request_id}")
+
+
+def test_each_handler_gets_its_own_copy_of_the_event(write_config, serve, tmp_path):
+    """Two Lambda actions of one rule see the same event, independently built."""
+    config = write_config({"rule_set": rule_set({"name": "r", "actions": [
+        call("record"), {"add_header": {"header_name": "X-Seen", "header_value": "yes"}},
+        call("record"),
+    ]})})  # fmt: skip
+    server = serve(config)
+
+    send(server.port, make_message())
+    first, second = read_calls(tmp_path)
+
+    first_names = [h["name"] for h in first["event"]["Records"][0]["ses"]["mail"]["headers"]]
+    second_names = [h["name"] for h in second["event"]["Records"][0]["ses"]["mail"]["headers"]]
+    assert "X-Seen" not in first_names
+    assert second_names[0] == "X-Seen"
+    assert json.dumps(first["event"]) != json.dumps(second["event"])
