@@ -1,0 +1,145 @@
+"""The sesrx command, run as a user runs it: a separate process."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import make_message, read_calls, rule_set, send
+
+SESRX = [sys.executable, "-m", "sesrx"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SESRX, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+class Serving:
+    """A ``sesrx serve`` process and the port it reported."""
+
+    def __init__(self, *args: str, cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            [*SESRX, "serve", "--port", "0", *args],
+            cwd=cwd, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.banner: list[str] = []
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.banner.append(line)
+            if "press Ctrl+C" in line:
+                break
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", "".join(self.banner))
+        assert found, "".join(self.banner)
+        self.port = int(found.group(1))
+
+    def terminate(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        _, rest = self.process.communicate(timeout=30)
+        return self.process.returncode, rest
+
+
+def test_check_config_prints_a_summary(tmp_path):
+    """check-config on a good file prints the rule table and exits 0."""
+    config = Path(__file__).resolve().parent.parent / "config" / "sesrx.yaml"
+
+    result = run("check-config", str(config))
+
+    assert result.returncode == 0, result.stderr
+    assert "rule set:    default-rule-set (4 rules)" in result.stdout
+    assert "S3 s3://support-mail/tickets/<messageId>" in result.stdout
+
+
+def test_check_config_reports_errors_without_a_traceback(write_config, tmp_path):
+    """A bad config names the file and key path, exits 2, and shows no traceback."""
+    path = write_config({"rule_set": rule_set(
+        {"name": "r", "actions": [{"s3": {"bucket_name": "UPPER"}}]})})
+
+    result = run("check-config", str(path))
+
+    assert result.returncode == 2
+    assert f"{path}: rule_set.rules[0].actions[0].s3.bucket_name: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_with_a_bad_config_exits_2(tmp_path):
+    """serve refuses a config that does not load, with exit code 2."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("server: {port: 25}\n")
+
+    result = run("serve", "--config", str(path))
+
+    assert result.returncode == 2
+    assert "rule_set: required key is missing" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_the_embedded_default(tmp_path):
+    """Without --config every domain is accepted and stored under ./sesrx-data."""
+    server = Serving(cwd=tmp_path)
+
+    sent = send(server.port, make_message(), rcpt_tos=["anyone@anywhere.example"])
+    code, log = server.terminate()
+
+    banner = "".join(server.banner)
+    assert "config:    (embedded default)" in banner
+    assert "rule set:  default-rule-set (1 rules)" in banner
+    assert f"data:      {tmp_path / 'sesrx-data'}" in banner
+    assert re.search(r"sesrx \d+\.\d+\.\d+ listening on", banner)
+    assert (tmp_path / "sesrx-data" / "s3" / "inbound" / sent.message_id).is_file()
+    assert code == 0
+    assert f"{sent.message_id} from=<alice@sender.example>" in log
+    assert "stopped" in log
+
+
+def test_sigterm_waits_for_running_handlers(write_config, tmp_path):
+    """On SIGTERM, a background handler still running is allowed to finish."""
+    path = write_config({"rule_set": rule_set({"name": "r", "actions": [
+        {"lambda": {"function_arn": "handlers:slow", "invocation_type": "Event"}}]})})
+    server = Serving("--config", str(path), cwd=tmp_path)
+
+    send(server.port, make_message())
+    started = time.monotonic()
+    code, log = server.terminate()
+
+    assert code == 0
+    assert [c["name"] for c in read_calls(tmp_path)] == ["slow"]
+    assert time.monotonic() - started < 10
+
+
+def test_busy_port_exits_1(tmp_path):
+    """A port in use is reported and the exit code is 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = subprocess.run(
+            [*SESRX, "serve", "--port", str(port)],
+            capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_handler_output_is_tagged_in_the_log(write_config, tmp_path):
+    """What a handler prints is tagged in sesrx's log with function and request id."""
+    path = write_config({
+        "functions": {"chatty": "handlers:chatty"},
+        "rule_set": rule_set({"name": "r", "actions": [
+            {"lambda": {"function_arn": "chatty", "invocation_type": "RequestResponse"}}]}),
+    })  # fmt: skip
+    server = Serving("--config", str(path), cwd=tmp_path)
+
+    send(server.port, make_message())
+    _, log = server.terminate()
+    request_id = read_calls(tmp_path)[0]["context"]["aws_request_id"]
+
+    assert f"sesrx.lambda [chatty {request_id}]: printed line one" in log
+    assert f"my.handler [chatty {request_id}]: logged warning 42" in log

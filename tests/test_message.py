@@ -1,0 +1,105 @@
+"""Reading header blocks, splitting address lists, and message ids."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sesrx.addresses import bare_address, split_addresses
+from sesrx.message import Header, new_message_id, parse_headers
+
+
+def test_folded_values_are_unfolded_as_ses_shows_them():
+    """CRLF goes; a folding tab becomes a space; spaces are kept."""
+    raw = (b"Content-Type: multipart/alternative; \r\n\tboundary=abc\r\n"
+           b"DKIM-Signature: c=relaxed/simple;\r\n\ts=sel; d=x\r\n"
+           b"Subject: one\r\n two\r\n\r\nbody\r\n")  # fmt: skip
+
+    assert parse_headers(raw) == (
+        Header("Content-Type", "multipart/alternative;  boundary=abc"),
+        Header("DKIM-Signature", "c=relaxed/simple; s=sel; d=x"),
+        Header("Subject", "one two"),
+    )
+
+
+def test_names_keep_their_case_and_order():
+    """Header names are kept as sent, duplicates included, in order."""
+    raw = b"Message-Id: <a@b>\r\nREPLY-TO: x@y\r\nReceived: 1\r\nReceived: 2\r\n\r\n"
+
+    assert [h.name for h in parse_headers(raw)] == ["Message-Id", "REPLY-TO", "Received", "Received"]
+
+
+def test_bytes_that_are_not_utf8_become_replacement_characters():
+    """Latin-1 bytes in a header are not dropped: they read as U+FFFD."""
+    [header] = parse_headers(b"Subject: caf\xe9 ok\r\n\r\n")
+
+    assert header.value == "caf\ufffd ok"
+
+
+@pytest.mark.parametrize(
+    ("raw", "names"),
+    [
+        (b"From sender@x Mon Jan 1 00:00:00 2001\nFrom: a@b\n\nbody", ["From"]),
+        (b"Subject: x\nthis line has no colon\nTo: y\n", ["Subject"]),
+        (b"Subject : obsolete space\r\n\r\n", ["Subject"]),
+        (b"", []),
+        (b"\r\n\r\nonly a body", []),
+        (b" leading continuation\r\nTo: y\r\n", []),
+        (b"To: a\n\nX-Not-A-Header: in the body\n", ["To"]),
+    ],
+)
+def test_odd_header_blocks(raw, names):
+    """mbox lines, missing separators and LF-only messages are read sensibly."""
+    assert [h.name for h in parse_headers(raw)] == names
+
+
+@given(st.binary(max_size=2000))
+def test_any_bytes_parse_without_error(raw):
+    """No input makes header parsing raise, and no value keeps a line break."""
+    for header in parse_headers(raw):
+        assert "\n" not in header.value and "\r" not in header.value
+
+
+def test_message_id_has_ses_form():
+    """Ids are 40 base32hex characters decoding to 25 bytes ending in 0x01."""
+    ids = {new_message_id() for _ in range(200)}
+
+    assert len(ids) == 200
+    for message_id in ids:
+        assert re.fullmatch(r"[0-9a-v]{40}", message_id)
+        assert base64.b32hexdecode(message_id.upper())[-1] == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "items", "addresses"),
+    [
+        ('"Doe, John" <doe@example.com>, b@x.com',
+         ['"Doe, John" <doe@example.com>', "b@x.com"], ["doe@example.com", "b@x.com"]),
+        ("undisclosed-recipients: ;", [], []),
+        ("team: a@x.com, b@x.com;, c@y.com", ["a@x.com", "b@x.com", "c@y.com"],
+         ["a@x.com", "b@x.com", "c@y.com"]),
+        (", user@aol.com", ["user@aol.com"], ["user@aol.com"]),
+        ("a@b.com (Comment, with comma)", ["a@b.com (Comment, with comma)"], ["a@b.com"]),
+        ("alice@example.com <bob@example.com>", ["alice@example.com <bob@example.com>"],
+         ["bob@example.com"]),
+        ('"quoted \\" comma," <q@x.com>', ['"quoted \\" comma," <q@x.com>'], ["q@x.com"]),
+        ("=?utf-8?q?J=C3=BCrgen?= <j@x.de>", ["=?utf-8?q?J=C3=BCrgen?= <j@x.de>"], ["j@x.de"]),
+        ("", [], []),
+    ],
+)  # fmt: skip
+def test_address_lists(value, items, addresses):
+    """Lists split at top-level commas; names and quoting stay as written."""
+    assert split_addresses(value) == items
+    assert [bare_address(item) for item in items] == addresses
+
+
+@given(st.text(max_size=300))
+def test_address_splitting_never_raises(value):
+    """Any header text splits into stripped, non-empty items."""
+    for item in split_addresses(value):
+        assert item and item == item.strip()
+        bare_address(item)
