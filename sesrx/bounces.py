@@ -58,9 +58,12 @@ async def _send_dsn(
     bounce.trace.detail["dsn_path"] = str(path)
     log.info(
         "%s bounce from %s to %s for %s written to %s",
-        message.message_id, bounce.action.sender, message.mail_from,
-        ",".join(bounce.recipients), path,
-    )  # fmt: skip
+        message.message_id,
+        bounce.action.sender,
+        message.mail_from,
+        ",".join(bounce.recipients),
+        path,
+    )
 
 
 def build_dsn(delivery: Delivery, bounce: Bounce, hostname: str) -> bytes:
@@ -76,8 +79,9 @@ def build_dsn(delivery: Delivery, bounce: Bounce, hostname: str) -> bytes:
     report["Auto-Submitted"] = "auto-replied"
 
     names = ", ".join(bounce.recipients)
-    report.attach(MIMEText(f"Your message to {names} was not delivered.\n\n"
-                           f"{action.message}\n"))  # fmt: skip
+    report.attach(
+        MIMEText(f"Your message to {names} was not delivered.\n\n{action.message}\n")
+    )
     report.attach(_status_part(delivery, bounce, hostname))
     headers = Message()
     headers.set_type("text/rfc822-headers")
@@ -94,7 +98,7 @@ def _status_part(delivery: Delivery, bounce: Bounce, hostname: str) -> Message:
     per_message["Reporting-MTA"] = f"dns; {hostname}"
     per_message["Arrival-Date"] = format_datetime(delivery.message.received_at)
 
-    blocks = [per_message]
+    blocks: list[Message | str] = [per_message]
     status = bounce.action.status_code or _default_status(bounce.action.smtp_reply_code)
     for recipient in bounce.recipients:
         block = Message()

@@ -115,9 +115,13 @@ def _log_start(server: Server) -> None:
         "  rule set:  %s (%d rules)\n"
         "  data:      %s\n"
         "  press Ctrl+C to stop",
-        __version__, server.address, config.source_name, config.rule_set.name,
-        len(config.rule_set.rules), config.data_dir.resolve(),
-    )  # fmt: skip
+        __version__,
+        server.address,
+        config.source_name,
+        config.rule_set.name,
+        len(config.rule_set.rules),
+        config.data_dir.resolve(),
+    )
 
 
 def _configure_logging(verbose: bool) -> None:

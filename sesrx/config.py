@@ -21,7 +21,7 @@ import yaml
 from sesrx import validate
 from sesrx._reader import Mapping, Node
 from sesrx.errors import ConfigError
-from sesrx.imports import Handler, ImportFailure, import_callable
+from sesrx.imports import Handler, HandlerImportError, import_callable
 
 __all__ = [
     "Action",
@@ -284,7 +284,9 @@ def _aws(node: Node) -> AwsConfig:
     aws = node.mapping({"region", "account_id"})
     region = aws.text("region", "us-east-1")
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
-        aws.get("region").fail(f"expected an AWS region such as us-east-1, got {region!r}")
+        aws.get("region").fail(
+            f"expected an AWS region such as us-east-1, got {region!r}"
+        )
 
     account = aws.get("account_id")
     account_id = "123456789012" if account.value is None else str(account.value)
@@ -299,9 +301,7 @@ def _aws(node: Node) -> AwsConfig:
 def _verified_domains(node: Node) -> tuple[str, ...] | None:
     if node.value is None:
         return None
-    return tuple(
-        validate.domain(item.expect(str), item) for item in node.items()
-    )
+    return tuple(validate.domain(item.expect(str), item) for item in node.items())
 
 
 def _dns(node: Node) -> MappingType[str, str]:
@@ -320,7 +320,9 @@ def _txt_value(record: Node) -> str:
     return str(record.expect(str))
 
 
-def _functions(node: Node, aws: AwsConfig, base_dir: Path) -> MappingType[str, Function]:
+def _functions(
+    node: Node, aws: AwsConfig, base_dir: Path
+) -> MappingType[str, Function]:
     functions: dict[str, Function] = {}
     for name, entry in node.members():
         if not validate.FUNCTION_NAME.fullmatch(name):
@@ -334,7 +336,7 @@ def _import(node: Node, name: str, aws: AwsConfig, base_dir: Path) -> Function:
     spec = node.expect(str)
     try:
         handler = import_callable(spec, base_dir)
-    except ImportFailure as exc:
+    except HandlerImportError as exc:
         node.fail(str(exc))
 
     return Function(name=name, arn=aws.lambda_arn(name), spec=spec, handler=handler)
@@ -510,7 +512,9 @@ def _bounce(node: Node) -> BounceAction:
 
 
 def _add_header(node: Node) -> AddHeaderAction:
-    header = node.mapping({"header_name", "header_value"}, {"header_name", "header_value"})
+    header = node.mapping(
+        {"header_name", "header_value"}, {"header_name", "header_value"}
+    )
     name = header.get("header_name")
     value = header.get("header_value")
     return AddHeaderAction(

@@ -48,7 +48,9 @@ def verify_dkim(raw: bytes, zone: Mapping[str, str], tags: list[str]) -> DkimRes
         return UNSIGNED
 
     lookup = _zone_lookup(zone)
-    results = tuple(_verify_one(raw, index, tag, lookup) for index, tag in enumerate(tags))
+    results = tuple(
+        _verify_one(raw, index, tag, lookup) for index, tag in enumerate(tags)
+    )
     passed = any(result.result == "pass" for result in results)
     return DkimResult("PASS" if passed else "FAIL", results)
 
@@ -66,7 +68,9 @@ def _zone_lookup(zone: Mapping[str, str]) -> Lookup:
     return lookup
 
 
-def _verify_one(raw: bytes, index: int, tag_list: str, lookup: Lookup) -> SignatureResult:
+def _verify_one(
+    raw: bytes, index: int, tag_list: str, lookup: Lookup
+) -> SignatureResult:
     tags = {name.lower(): value.strip() for name, value in _TAG.findall(tag_list)}
     found = {
         "domain": tags.get("d", ""),

@@ -24,9 +24,17 @@ _ADDRESS_LISTS = {
     "bcc": "bcc",
 }
 _COMMON_ORDER = (
-    "returnPath", "from", "sender", "replyTo", "date",
-    "to", "cc", "bcc", "messageId", "subject",
-)  # fmt: skip
+    "returnPath",
+    "from",
+    "sender",
+    "replyTo",
+    "date",
+    "to",
+    "cc",
+    "bcc",
+    "messageId",
+    "subject",
+)
 
 
 def mail_object(delivery: Delivery) -> dict[str, Any]:
@@ -47,9 +55,11 @@ def mail_object(delivery: Delivery) -> dict[str, Any]:
 
 
 def receipt_object(
-    delivery: Delivery, rule: ReceiptRule, recipients: tuple[str, ...],
+    delivery: Delivery,
+    rule: ReceiptRule,
+    recipients: tuple[str, ...],
     action: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Return ``receipt``: verdicts, this rule's recipients and the action."""
     dkim = delivery.message.dkim
     scan = "PASS" if rule.scan_enabled else "DISABLED"
@@ -109,7 +119,11 @@ def _common_headers(first: dict[str, str]) -> dict[str, Any]:
     for key, name in _ADDRESS_LISTS.items():
         if name in first:
             common[key] = split_addresses(first[name])
-    for key, name in (("date", "date"), ("messageId", "message-id"), ("subject", "subject")):
+    for key, name in (
+        ("date", "date"),
+        ("messageId", "message-id"),
+        ("subject", "subject"),
+    ):
         if name in first:
             common[key] = first[name]
 

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ImportFailure", "import_callable"]
+__all__ = ["HandlerImportError", "import_callable"]
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
 
-class ImportFailure(Exception):
+class HandlerImportError(Exception):
     """The import string cannot be turned into a callable."""
 
 
@@ -21,17 +21,18 @@ def import_callable(spec: str, base_dir: Path) -> Handler:
     """Import ``module:attribute`` with ``base_dir`` first on the path."""
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
-        raise ImportFailure(f"expected 'module:attribute', got {spec!r}")
+        raise HandlerImportError(f"expected 'module:attribute', got {spec!r}")
 
     _put_first_on_path(base_dir)
     _forget_if_shadowed(module_name.split(".")[0], base_dir)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ImportFailure(f"cannot import module {module_name!r}: {exc}") from exc
+        problem = f"cannot import module {module_name!r}: {exc}"
+        raise HandlerImportError(problem) from exc
     except Exception as exc:
         problem = f"importing {module_name!r} raised {type(exc).__name__}: {exc}"
-        raise ImportFailure(problem) from exc
+        raise HandlerImportError(problem) from exc
 
     target: Any = module
     for part in attr_path.split("."):
@@ -39,10 +40,10 @@ def import_callable(spec: str, base_dir: Path) -> Handler:
             target = getattr(target, part)
         except AttributeError as exc:
             problem = f"module {module_name!r} has no attribute {attr_path!r}"
-            raise ImportFailure(problem) from exc
+            raise HandlerImportError(problem) from exc
 
     if not callable(target):
-        raise ImportFailure(f"{spec!r} is not callable")
+        raise HandlerImportError(f"{spec!r} is not callable")
     handler: Handler = target
     return handler
 
@@ -68,9 +69,10 @@ def _forget_if_shadowed(top: str, base_dir: Path) -> None:
     origin = getattr(cached, "__file__", None)
     if origin:
         found = Path(origin).resolve()
-        if found.is_relative_to(local.resolve()) or found == local.with_suffix(
-            ".py"
-        ).resolve():
+        if (
+            found.is_relative_to(local.resolve())
+            or found == local.with_suffix(".py").resolve()
+        ):
             return
 
     for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:

@@ -18,7 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["Capture", "FunctionLog", "InvocationLog", "InvocationTag", "capture", "current"]
+__all__ = [
+    "Capture",
+    "FunctionLog",
+    "InvocationLog",
+    "InvocationTag",
+    "capture",
+    "current",
+]
 
 log = logging.getLogger("sesrx.lambda")
 
@@ -38,7 +45,9 @@ class FunctionLog:
 
     def write(self, request_id: str, text: str) -> None:
         """Append one line in CloudWatch's ``time<TAB>request id<TAB>text`` form."""
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = (
+            datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        )
         with self._lock:
             if self._stream is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +107,9 @@ class InvocationTag(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         invocation = _current.get()
         record.invocation = (
-            f" [{invocation.function_name} {invocation.request_id}]" if invocation else ""
+            f" [{invocation.function_name} {invocation.request_id}]"
+            if invocation
+            else ""
         )
         return True
 
@@ -160,9 +171,9 @@ class Capture:
     def ensure(cls) -> None:
         """Put the stand-ins back if something replaced ``sys.stdout`` since."""
         if not isinstance(sys.stdout, _Stream):
-            sys.stdout = _Stream(sys.stdout)  # type: ignore[assignment]
+            sys.stdout = _Stream(sys.stdout)
         if not isinstance(sys.stderr, _Stream):
-            sys.stderr = _Stream(sys.stderr)  # type: ignore[assignment]
+            sys.stderr = _Stream(sys.stderr)
 
     @classmethod
     def uninstall(cls) -> None:

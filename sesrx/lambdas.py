@@ -186,9 +186,11 @@ class LambdaRuntime:
 
 
 def _start(
-    function: Function, event: dict[str, Any], context: LambdaContext,
+    function: Function,
+    event: dict[str, Any],
+    context: LambdaContext,
     run_in: contextvars.Context,
-) -> Awaitable[Any]:  # fmt: skip
+) -> Awaitable[Any]:
     handler = function.handler
     if inspect.iscoroutinefunction(handler):
         coroutine = run_in.run(handler, event, context)
@@ -197,9 +199,12 @@ def _start(
 
 
 async def _on_thread(
-    handler: Callable[..., Any], event: dict[str, Any], context: LambdaContext,
-    run_in: contextvars.Context, name: str,
-) -> Any:  # fmt: skip
+    handler: Callable[..., Any],
+    event: dict[str, Any],
+    context: LambdaContext,
+    run_in: contextvars.Context,
+    name: str,
+) -> Any:
     """Run a plain handler on a daemon thread and await its result."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
@@ -233,9 +238,12 @@ def _report(output: InvocationLog, exc: BaseException) -> None:
     output.sink.write(output.request_id, "".join(lines).rstrip())
     log.error(
         "handler %s (request %s) raised %s: %s",
-        output.function_name, output.request_id, type(exc).__name__, exc,
+        output.function_name,
+        output.request_id,
+        type(exc).__name__,
+        exc,
         exc_info=exc,
-    )  # fmt: skip
+    )
 
 
 def _finish(output: InvocationLog, invocation: Invocation) -> None:
@@ -244,8 +252,10 @@ def _finish(output: InvocationLog, invocation: Invocation) -> None:
         output.sink.write(request_id, str(invocation.error))
         log.error(
             "handler %s (request %s) %s",
-            invocation.function_name, request_id, invocation.error,
-        )  # fmt: skip
+            invocation.function_name,
+            request_id,
+            invocation.error,
+        )
     output.sink.write(request_id, f"END RequestId: {request_id}")
     output.sink.write(
         request_id,

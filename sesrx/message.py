@@ -27,8 +27,20 @@ __all__ = [
 # white space before the colon is the obsolete syntax of section 4.5.
 _FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:")
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
-           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")  # fmt: skip
+_MONTHS = (
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +111,14 @@ def _header(name: bytes, parts: list[bytes]) -> Header:
 
 
 def received_header(
-    *, helo: str, peer: str, hostname: str, message_id: str, recipient: str,
+    *,
+    helo: str,
+    peer: str,
+    hostname: str,
+    message_id: str,
+    recipient: str,
     when: datetime,
-) -> Header:  # fmt: skip
+) -> Header:
     """Return the ``Received`` field SES puts on top of a message."""
     value = (
         f"from {helo} ({helo} [{peer}]) by {hostname} with SMTP id {message_id} "

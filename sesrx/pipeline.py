@@ -55,7 +55,9 @@ class Pipeline:
         """Process one message and return the reply to DATA."""
         config = self.config  # the rule set as it is now, for this message
         message = await self._inbound(arrival, config)
-        delivery = Delivery(message, self._ses_headers(message, config), _trace(message))
+        delivery = Delivery(
+            message, self._ses_headers(message, config), _trace(message)
+        )
         services = Services(config, self.data_dir, self.lambdas, self.save_trace)
         try:
             await run_rule_set(config.rule_set, delivery, services)
@@ -112,8 +114,9 @@ class Pipeline:
     def _failed(self, delivery: Delivery, exc: StorageError) -> str:
         delivery.trace.error = str(exc)
         delivery.trace.reply = REPLY_RETRY
-        log.error("%s not stored, sender asked to retry: %s",
-                  delivery.message.message_id, exc)  # fmt: skip
+        log.error(
+            "%s not stored, sender asked to retry: %s", delivery.message.message_id, exc
+        )
         return REPLY_RETRY
 
     @staticmethod
@@ -122,10 +125,14 @@ class Pipeline:
         matched, actions = delivery.trace.summary()
         log.info(
             "%s from=<%s> to=%s rules=%s actions=%s dkim=%s reply=%r",
-            message.message_id, message.mail_from, ",".join(message.recipients),
-            ",".join(matched) or "-", ",".join(actions) or "-",
-            message.dkim.verdict, reply,
-        )  # fmt: skip
+            message.message_id,
+            message.mail_from,
+            ",".join(message.recipients),
+            ",".join(matched) or "-",
+            ",".join(actions) or "-",
+            message.dkim.verdict,
+            reply,
+        )
 
 
 async def _dkim(raw: bytes, headers: tuple[Header, ...], config: Config) -> DkimResult:
@@ -150,8 +157,13 @@ def _trace(message: InboundMessage) -> MessageTrace:
         },
         verdicts={"dkim": message.dkim.verdict},
         dkim_signatures=[
-            {"domain": s.domain, "selector": s.selector, "algorithm": s.algorithm,
-             "result": s.result, "reason": s.reason}
+            {
+                "domain": s.domain,
+                "selector": s.selector,
+                "algorithm": s.algorithm,
+                "result": s.result,
+                "reason": s.reason,
+            }
             for s in message.dkim.signatures
-        ],  # fmt: skip
+        ],
     )

@@ -68,7 +68,10 @@ def rule_recipients(
         for address in recipients
         if "@" in address
         and is_verified(address, verified)
-        and (not rule.recipients or any(entry_matches(e, address) for e in rule.recipients))
+        and (
+            not rule.recipients
+            or any(entry_matches(e, address) for e in rule.recipients)
+        )
     )
 
 
@@ -90,7 +93,9 @@ def recipient_reply(
     return None
 
 
-async def run_rule_set(rule_set: RuleSet, delivery: Delivery, services: Services) -> None:
+async def run_rule_set(
+    rule_set: RuleSet, delivery: Delivery, services: Services
+) -> None:
     """Run every matching rule in order until one stops the rule set."""
     verified = services.config.verified_domains
     stopped = False
@@ -111,9 +116,12 @@ async def run_rule_set(rule_set: RuleSet, delivery: Delivery, services: Services
 
 
 async def _run_rule(
-    rule: ReceiptRule, recipients: tuple[str, ...], delivery: Delivery,
-    services: Services, rule_trace: RuleTrace,
-) -> Disposition:  # fmt: skip
+    rule: ReceiptRule,
+    recipients: tuple[str, ...],
+    delivery: Delivery,
+    services: Services,
+    rule_trace: RuleTrace,
+) -> Disposition:
     """Run a rule's actions in order; return the disposition that ended it."""
     for action in rule.actions:
         trace = ActionTrace(action_type(action))

@@ -67,8 +67,11 @@ class Server:
             session.close()
 
         if not await self.lambdas.drain(grace):
-            log.warning("%d Lambda handlers still running after %g s; "
-                        "leaving them", self.lambdas.running, grace)  # fmt: skip
+            log.warning(
+                "%d Lambda handlers still running after %g s; leaving them",
+                self.lambdas.running,
+                grace,
+            )
         self.lambdas.close()
         Capture.uninstall()
 
@@ -82,7 +85,9 @@ class Server:
         return self
 
     async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None,
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         await self.stop()

@@ -35,18 +35,26 @@ class SesHandler:
         self.idle.set()
 
     async def handle_MAIL(  # noqa: N802 (aiosmtpd's hook name)
-        self, server: SMTP, session: Session, envelope: Envelope,
-        address: str, mail_options: list[str],
-    ) -> str:  # fmt: skip
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
         """Accept any sender, as SES does."""
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return REPLY_OK
 
     async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
-        self, server: SMTP, session: Session, envelope: Envelope,
-        address: str, rcpt_options: list[str],
-    ) -> str:  # fmt: skip
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         """Accept a recipient that an enabled rule of the rule set matches."""
         config = self.pipeline.config
         refusal = recipient_reply(
@@ -69,7 +77,7 @@ class SesHandler:
             content = envelope.content if isinstance(envelope.content, bytes) else b""
         arrival = Arrival(
             # The null reverse-path arrives as the text "<>" (RFC 5321 4.5.5).
-            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
+            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),
             helo=session.host_name or "",
             peer=_peer(session),
@@ -81,7 +89,9 @@ class SesHandler:
         try:
             return await self.pipeline.receive(arrival)
         except Exception:
-            log.exception("%s message from <%s> failed", arrival.peer, arrival.mail_from)
+            log.exception(
+                "%s message from <%s> failed", arrival.peer, arrival.mail_from
+            )
             return REPLY_RETRY
         finally:
             self.in_flight -= 1
@@ -89,7 +99,7 @@ class SesHandler:
                 self.idle.set()
 
 
-class SesSMTP(SMTP):  # type: ignore[misc]
+class SesSMTP(SMTP):
     """aiosmtpd's protocol, registering each session with its server."""
 
     def __init__(self, handler: SesHandler, sessions: set[SesSMTP], **kwargs: Any):
@@ -113,7 +123,8 @@ class SesSMTP(SMTP):  # type: ignore[misc]
 
 
 def _peer(session: Session) -> str:
-    peer = session.peer
-    if isinstance(peer, tuple) and peer:
+    # Typed as a string by aiosmtpd, but it holds the socket's peer name.
+    peer: object = session.peer
+    if isinstance(peer, tuple):
         return str(peer[0])
     return str(peer or "unknown")

@@ -18,7 +18,11 @@ __all__ = ["describe"]
 def describe(config: Config) -> str:
     """Return the rule set as a short table, with the server settings above."""
     server = config.server
-    domains = ", ".join(config.verified_domains) if config.verified_domains is not None else "every domain"
+    domains = (
+        ", ".join(config.verified_domains)
+        if config.verified_domains is not None
+        else "every domain"
+    )
     lines = [
         f"config:      {config.source_name}",
         f"listen:      {server.host}:{server.port} as {server.hostname}",

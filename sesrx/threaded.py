@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Coroutine
 from types import TracebackType
+from typing import Any, TypeVar
 
 from sesrx.config import Config
 from sesrx.server import Server
 
 __all__ = ["ServerThread"]
+
+T = TypeVar("T")
 
 
 class ServerThread:
@@ -50,11 +54,11 @@ class ServerThread:
 
     def wait_idle(self, timeout: float = 10) -> bool:
         """Wait until no background Lambda call runs; say whether none does."""
-        return bool(self.call(self.server.lambdas.drain(timeout), timeout + 5))
+        return self.call(self.server.lambdas.drain(timeout), timeout + 5)
 
-    def call(self, coroutine: object, timeout: float) -> object:
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         """Run a coroutine on the server's loop and return its result."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         return future.result(timeout)
 
     def _run(self) -> None:
@@ -76,7 +80,9 @@ class ServerThread:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None,
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.stop()

@@ -55,7 +55,9 @@ def dns_name(value: str, node: Node) -> str:
     """Check a DNS owner name (underscores allowed) and lower-case it."""
     name = value.strip().lower().rstrip(".")
     if not re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+", name, re.ASCII):
-        node.fail(f"expected a DNS name such as sel._domainkey.example.com, got {value!r}")
+        node.fail(
+            f"expected a DNS name such as sel._domainkey.example.com, got {value!r}"
+        )
     return name
 
 

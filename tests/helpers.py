@@ -23,9 +23,14 @@ def make_message(
     extra: tuple[tuple[str, str], ...] = (),
 ) -> bytes:
     """Return a small CRLF message with the given headers."""
-    headers = [("From", sender), ("To", to), ("Subject", subject),
-               ("Date", "Thu, 03 Dec 2026 10:00:00 +0000"),
-               ("Message-ID", "<test-1@sender.example>"), *extra]  # fmt: skip
+    headers = [
+        ("From", sender),
+        ("To", to),
+        ("Subject", subject),
+        ("Date", "Thu, 03 Dec 2026 10:00:00 +0000"),
+        ("Message-ID", "<test-1@sender.example>"),
+        *extra,
+    ]
     lines = [f"{name}: {value}" for name, value in headers]
     return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode("utf-8")
 
@@ -43,7 +48,8 @@ class Sent:
 
     @property
     def message_id(self) -> str:
-        assert self.data is not None and self.data[0] == 250, self.data
+        assert self.data is not None
+        assert self.data[0] == 250, self.data
         return self.data[1].split()[-1]
 
 
@@ -115,7 +121,7 @@ def read_calls(folder: Path) -> list[dict[str, Any]]:
 
 # A handler module that tests drop beside their config: each function
 # records its event, context and name in calls.jsonl, then behaves as named.
-RECORDING_HANDLERS = '''
+RECORDING_HANDLERS = """
 import asyncio, json, time
 from pathlib import Path
 
@@ -175,7 +181,7 @@ async def async_stop(event, context):
     await asyncio.sleep(0.05)
     _record("async_stop", event, context)
     return {"disposition": "STOP_RULE_SET"}
-'''
+"""
 
 
 def rule_set(*rules: dict[str, Any], name: str = "test-rules") -> dict[str, Any]:

@@ -6,25 +6,35 @@ import email
 import email.policy
 
 import pytest
-
 from helpers import make_message, read_calls, read_trace, rule_set, send
 
 pytestmark = pytest.mark.e2e
 
-BOUNCE = {"bounce": {"smtp_reply_code": "550", "status_code": "5.1.1",
-                     "message": "Mailbox does not exist",
-                     "sender": "mailer-daemon@example.com"}}  # fmt: skip
+BOUNCE = {
+    "bounce": {
+        "smtp_reply_code": "550",
+        "status_code": "5.1.1",
+        "message": "Mailbox does not exist",
+        "sender": "mailer-daemon@example.com",
+    }
+}
 
 
 def test_bounce_of_every_recipient_replaces_the_reply(write_config, serve, tmp_path):
     """With bounce_mode reject, bouncing all recipients answers DATA with the bounce."""
-    config = write_config({"rule_set": rule_set(
-        {"name": "store", "actions": [{"s3": {"bucket_name": "kept"}}]},
-        {"name": "bounce", "actions": [BOUNCE]},
-    )})  # fmt: skip
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                {"name": "store", "actions": [{"s3": {"bucket_name": "kept"}}]},
+                {"name": "bounce", "actions": [BOUNCE]},
+            )
+        }
+    )
     server = serve(config)
 
-    sent = send(server.port, make_message(), rcpt_tos=["a@example.com", "b@example.com"])
+    sent = send(
+        server.port, make_message(), rcpt_tos=["a@example.com", "b@example.com"]
+    )
 
     assert sent.data == (550, "5.1.1 Mailbox does not exist")
     assert len(list((tmp_path / "data" / "s3" / "kept").iterdir())) == 1
@@ -33,13 +43,23 @@ def test_bounce_of_every_recipient_replaces_the_reply(write_config, serve, tmp_p
 
 def test_partial_bounce_keeps_250_and_writes_a_dsn(write_config, serve, tmp_path):
     """Bouncing some recipients answers 250 and mails an RFC 3464 report."""
-    config = write_config({"rule_set": rule_set(
-        {"name": "gone", "recipients": ["gone@example.com"], "actions": [BOUNCE]},
-        {"name": "store", "actions": [{"s3": {"bucket_name": "kept"}}]},
-    )})  # fmt: skip
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                {
+                    "name": "gone",
+                    "recipients": ["gone@example.com"],
+                    "actions": [BOUNCE],
+                },
+                {"name": "store", "actions": [{"s3": {"bucket_name": "kept"}}]},
+            )
+        }
+    )
     server = serve(config)
 
-    sent = send(server.port, make_message(), rcpt_tos=["gone@example.com", "b@example.com"])
+    sent = send(
+        server.port, make_message(), rcpt_tos=["gone@example.com", "b@example.com"]
+    )
     [dsn_path] = (tmp_path / "data" / "outbox").iterdir()
     dsn = email.message_from_bytes(dsn_path.read_bytes(), policy=email.policy.default)
 
@@ -62,8 +82,12 @@ def test_partial_bounce_keeps_250_and_writes_a_dsn(write_config, serve, tmp_path
 
 def test_dsn_mode_always_answers_250(write_config, serve, tmp_path):
     """bounce_mode dsn is SES's own behaviour: 250, then a DSN."""
-    config = write_config({"server": {"bounce_mode": "dsn"},
-                           "rule_set": rule_set({"name": "b", "actions": [BOUNCE]})})
+    config = write_config(
+        {
+            "server": {"bounce_mode": "dsn"},
+            "rule_set": rule_set({"name": "b", "actions": [BOUNCE]}),
+        }
+    )
     server = serve(config)
 
     sent = send(server.port, make_message())
@@ -76,8 +100,12 @@ def test_dsn_mode_always_answers_250(write_config, serve, tmp_path):
 
 def test_no_dsn_to_a_null_sender(write_config, serve, tmp_path):
     """A bounce of a bounce (MAIL FROM:<>) is not mailed."""
-    config = write_config({"server": {"bounce_mode": "dsn"},
-                           "rule_set": rule_set({"name": "b", "actions": [BOUNCE]})})
+    config = write_config(
+        {
+            "server": {"bounce_mode": "dsn"},
+            "rule_set": rule_set({"name": "b", "actions": [BOUNCE]}),
+        }
+    )
     server = serve(config)
 
     sent = send(server.port, make_message(), mail_from="")
@@ -87,17 +115,37 @@ def test_no_dsn_to_a_null_sender(write_config, serve, tmp_path):
 
 
 def test_added_header_is_seen_by_later_actions_and_rules(write_config, serve, tmp_path):
-    """An added header is on top of later objects and events, in this rule and later ones."""
-    config = write_config({"rule_set": rule_set(
-        {"name": "tag", "actions": [
-            {"s3": {"bucket_name": "before"}},
-            {"add_header": {"header_name": "X-Rule", "header_value": "tag; v=1"}},
-            {"s3": {"bucket_name": "after"}},
-        ]},
-        {"name": "later", "actions": [
-            {"lambda": {"function_arn": "handlers:record", "invocation_type": "RequestResponse"}},
-        ]},
-    )})  # fmt: skip
+    """An added header tops later objects and events, in its rule and later ones."""
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                {
+                    "name": "tag",
+                    "actions": [
+                        {"s3": {"bucket_name": "before"}},
+                        {
+                            "add_header": {
+                                "header_name": "X-Rule",
+                                "header_value": "tag; v=1",
+                            }
+                        },
+                        {"s3": {"bucket_name": "after"}},
+                    ],
+                },
+                {
+                    "name": "later",
+                    "actions": [
+                        {
+                            "lambda": {
+                                "function_arn": "handlers:record",
+                                "invocation_type": "RequestResponse",
+                            }
+                        },
+                    ],
+                },
+            )
+        }
+    )
     server = serve(config)
 
     sent = send(server.port, make_message())
@@ -113,10 +161,20 @@ def test_added_header_is_seen_by_later_actions_and_rules(write_config, serve, tm
 
 def test_stop_ends_the_rule_set(write_config, serve, tmp_path):
     """Nothing after a Stop action runs, in its rule or later ones."""
-    config = write_config({"rule_set": rule_set(
-        {"name": "one", "actions": [{"stop": {"scope": "RuleSet"}}, {"s3": {"bucket_name": "one"}}]},
-        {"name": "two", "actions": [{"s3": {"bucket_name": "two"}}]},
-    )})  # fmt: skip
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                {
+                    "name": "one",
+                    "actions": [
+                        {"stop": {"scope": "RuleSet"}},
+                        {"s3": {"bucket_name": "one"}},
+                    ],
+                },
+                {"name": "two", "actions": [{"s3": {"bucket_name": "two"}}]},
+            )
+        }
+    )
     server = serve(config)
 
     sent = send(server.port, make_message())
@@ -132,23 +190,52 @@ def test_stop_ends_the_rule_set(write_config, serve, tmp_path):
     ("prefix", "key_start"),
     [("", ""), ("mail/", "mail/"), ("inbound", "inbound/"), ("a/b/", "a/b/")],
 )
-def test_object_key_joins_prefix_and_message_id(write_config, serve, tmp_path, prefix, key_start):
+def test_object_key_joins_prefix_and_message_id(
+    write_config, serve, tmp_path, prefix, key_start
+):
     """The key is prefix + messageId, with a slash added when the prefix lacks one."""
-    config = write_config({"rule_set": rule_set({"name": "s", "actions": [
-        {"s3": {"bucket_name": "inbound", "object_key_prefix": prefix}}]})})
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                {
+                    "name": "s",
+                    "actions": [
+                        {"s3": {"bucket_name": "inbound", "object_key_prefix": prefix}}
+                    ],
+                }
+            )
+        }
+    )
     server = serve(config)
 
     sent = send(server.port, make_message())
     action = read_trace(tmp_path / "data", sent.message_id)["rules"][0]["actions"][0]
 
     assert action["detail"]["object_key"] == key_start + sent.message_id
-    assert (tmp_path / "data" / "s3" / "inbound" / (key_start + sent.message_id)).is_file()
+    assert (
+        tmp_path / "data" / "s3" / "inbound" / (key_start + sent.message_id)
+    ).is_file()
 
 
 def test_hostile_prefix_stays_inside_the_bucket(write_config, serve, tmp_path):
     """A prefix with .. segments or a leading slash cannot leave the bucket folder."""
-    config = write_config({"rule_set": rule_set({"name": "s", "actions": [
-        {"s3": {"bucket_name": "inbound", "object_key_prefix": "/../../escape/"}}]})})
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                {
+                    "name": "s",
+                    "actions": [
+                        {
+                            "s3": {
+                                "bucket_name": "inbound",
+                                "object_key_prefix": "/../../escape/",
+                            }
+                        }
+                    ],
+                }
+            )
+        }
+    )
     server = serve(config)
 
     sent = send(server.port, make_message())

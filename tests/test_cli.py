@@ -16,7 +16,9 @@ SESRX = [sys.executable, "-m", "sesrx"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SESRX, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    return subprocess.run(
+        [*SESRX, *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
 
 
 class Serving:
@@ -25,8 +27,10 @@ class Serving:
     def __init__(self, *args: str, cwd: Path) -> None:
         self.process = subprocess.Popen(
             [*SESRX, "serve", "--port", "0", *args],
-            cwd=cwd, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            cwd=cwd,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.banner: list[str] = []
         assert self.process.stderr is not None
         for line in self.process.stderr:
@@ -56,8 +60,13 @@ def test_check_config_prints_a_summary(tmp_path):
 
 def test_check_config_reports_errors_without_a_traceback(write_config, tmp_path):
     """A bad config names the file and key path, exits 2, and shows no traceback."""
-    path = write_config({"rule_set": rule_set(
-        {"name": "r", "actions": [{"s3": {"bucket_name": "UPPER"}}]})})
+    path = write_config(
+        {
+            "rule_set": rule_set(
+                {"name": "r", "actions": [{"s3": {"bucket_name": "UPPER"}}]}
+            )
+        }
+    )
 
     result = run("check-config", str(path))
 
@@ -98,8 +107,23 @@ def test_serve_on_the_embedded_default(tmp_path):
 
 def test_sigterm_waits_for_running_handlers(write_config, tmp_path):
     """On SIGTERM, a background handler still running is allowed to finish."""
-    path = write_config({"rule_set": rule_set({"name": "r", "actions": [
-        {"lambda": {"function_arn": "handlers:slow", "invocation_type": "Event"}}]})})
+    path = write_config(
+        {
+            "rule_set": rule_set(
+                {
+                    "name": "r",
+                    "actions": [
+                        {
+                            "lambda": {
+                                "function_arn": "handlers:slow",
+                                "invocation_type": "Event",
+                            }
+                        }
+                    ],
+                }
+            )
+        }
+    )
     server = Serving("--config", str(path), cwd=tmp_path)
 
     send(server.port, make_message())
@@ -120,8 +144,11 @@ def test_busy_port_exits_1(tmp_path):
 
         result = subprocess.run(
             [*SESRX, "serve", "--port", str(port)],
-            capture_output=True, text=True, cwd=tmp_path, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
 
     assert result.returncode == 1
     assert "cannot start" in result.stderr
@@ -130,11 +157,24 @@ def test_busy_port_exits_1(tmp_path):
 
 def test_handler_output_is_tagged_in_the_log(write_config, tmp_path):
     """What a handler prints is tagged in sesrx's log with function and request id."""
-    path = write_config({
-        "functions": {"chatty": "handlers:chatty"},
-        "rule_set": rule_set({"name": "r", "actions": [
-            {"lambda": {"function_arn": "chatty", "invocation_type": "RequestResponse"}}]}),
-    })  # fmt: skip
+    path = write_config(
+        {
+            "functions": {"chatty": "handlers:chatty"},
+            "rule_set": rule_set(
+                {
+                    "name": "r",
+                    "actions": [
+                        {
+                            "lambda": {
+                                "function_arn": "chatty",
+                                "invocation_type": "RequestResponse",
+                            }
+                        }
+                    ],
+                }
+            ),
+        }
+    )
     server = Serving("--config", str(path), cwd=tmp_path)
 
     send(server.port, make_message())

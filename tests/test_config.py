@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import EXAMPLES
+from helpers import rule_set
 
 from sesrx.config import LambdaAction, S3Action, load_config, load_default_config
 from sesrx.errors import ConfigError
 
-from conftest import EXAMPLES
-from helpers import rule_set
-
+ARN_PREFIX = "arn:aws:lambda:us-east-1:123456789012:function:"
+EU_PREFIX = "arn:aws:lambda:eu-west-1:000000000042:function:"
 STORE = {"name": "store", "actions": [{"s3": {"bucket_name": "inbound"}}]}
 
 
@@ -38,7 +39,9 @@ def test_default_config_stores_everything():
     assert config.data_dir == Path.cwd() / "sesrx-data"
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*/sesrx.yaml")), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "path", sorted(EXAMPLES.glob("*/sesrx.yaml")), ids=lambda p: p.parent.name
+)
 def test_every_example_config_loads(path):
     """Each example under config/examples is a valid configuration."""
     config = load_config(path)
@@ -63,53 +66,290 @@ def test_relative_data_dir_is_taken_from_the_config_folder(write_config, tmp_pat
 @pytest.mark.parametrize(
     ("document", "key_path", "words"),
     [
-        ({"rule_set": rule_set({"name": "r", "actions": [{"s3": {"bucket_name": "Bad_Bucket"}}]})},
-         "rule_set.rules[0].actions[0].s3.bucket_name", "bucket name"),
+        (
+            {
+                "rule_set": rule_set(
+                    {"name": "r", "actions": [{"s3": {"bucket_name": "Bad_Bucket"}}]}
+                )
+            },
+            "rule_set.rules[0].actions[0].s3.bucket_name",
+            "bucket name",
+        ),
         ({"rule_set": rule_set(STORE, STORE)}, "rule_set.rules[1].name", "exists"),
-        ({"rule_set": rule_set({"name": "-bad", "actions": []})}, "rule_set.rules[0].name", "letter or digit"),
-        ({"rule_set": rule_set({"name": "r", "colour": "red"})}, "rule_set.rules[0].colour", "unknown key"),
+        (
+            {"rule_set": rule_set({"name": "-bad", "actions": []})},
+            "rule_set.rules[0].name",
+            "letter or digit",
+        ),
+        (
+            {"rule_set": rule_set({"name": "r", "colour": "red"})},
+            "rule_set.rules[0].colour",
+            "unknown key",
+        ),
         ({"rule_set": rule_set(STORE), "extra": 1}, "extra", "unknown key"),
-        ({"server": {"port": "25"}, "rule_set": rule_set(STORE)}, "server.port", "integer"),
-        ({"server": {"port": 70000}, "rule_set": rule_set(STORE)}, "server.port", "65535"),
-        ({"server": {"bounce_mode": "loud"}, "rule_set": rule_set(STORE)}, "server.bounce_mode", "reject, dsn"),
-        ({"rule_set": rule_set({"name": "r", "enabled": "yes please"})}, "rule_set.rules[0].enabled", "true or false"),
-        ({"rule_set": rule_set({"name": "r", "tls_policy": "require"})}, "rule_set.rules[0].tls_policy", "Optional, Require"),
-        ({"rule_set": rule_set({"name": "r", "recipients": ["not a domain"]})}, "rule_set.rules[0].recipients[0]", "domain"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"s3": {"bucket_name": "abc"}, "stop": {}}]})},
-         "rule_set.rules[0].actions[0]", "exactly one"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"add_header": {"header_name": "X Bad", "header_value": "v"}}]})},
-         "rule_set.rules[0].actions[0].add_header.header_name", "letters"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"add_header": {"header_name": "X-A", "header_value": "a\nb"}}]})},
-         "rule_set.rules[0].actions[0].add_header.header_value", "CR or LF"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"add_header": {"header_name": "X-A", "header_value": "v" * 2048}}]})},
-         "rule_set.rules[0].actions[0].add_header.header_value", "2048"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"bounce": {"smtp_reply_code": "250", "message": "m", "sender": "a@example.com"}}]})},
-         "rule_set.rules[0].actions[0].bounce.smtp_reply_code", "4xx or 5xx"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"bounce": {"smtp_reply_code": "550", "status_code": "4.1.1", "message": "m", "sender": "a@example.com"}}]})},
-         "rule_set.rules[0].actions[0].bounce.status_code", "does not agree"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"bounce": {"smtp_reply_code": "550", "message": "m"}}]})},
-         "rule_set.rules[0].actions[0].bounce.sender", "required"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"lambda": {"function_arn": "nope"}}]})},
-         "rule_set.rules[0].actions[0].lambda.function_arn", "not a key of functions"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"lambda": {"function_arn": "missing_module:handler"}}]})},
-         "rule_set.rules[0].actions[0].lambda.function_arn", "cannot import"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"lambda": {"function_arn": "handlers:absent"}}]})},
-         "rule_set.rules[0].actions[0].lambda.function_arn", "no attribute"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"lambda": {"function_arn": "arn:aws:lambda:us-east-1:123456789012:function:ghost"}}]})},
-         "rule_set.rules[0].actions[0].lambda.function_arn", "not a key of functions"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"lambda": {"function_arn": "handlers:record", "invocation_type": "Sync"}}]})},
-         "rule_set.rules[0].actions[0].lambda.invocation_type", "Event, RequestResponse"),
-        ({"aws": {"account_id": 12345}, "rule_set": rule_set(STORE)}, "aws.account_id", "12 digits"),
-        ({"functions": {"bad name": "handlers:record"}, "rule_set": rule_set(STORE)}, "functions.bad name", "function name"),
+        (
+            {"server": {"port": "25"}, "rule_set": rule_set(STORE)},
+            "server.port",
+            "integer",
+        ),
+        (
+            {"server": {"port": 70000}, "rule_set": rule_set(STORE)},
+            "server.port",
+            "65535",
+        ),
+        (
+            {"server": {"bounce_mode": "loud"}, "rule_set": rule_set(STORE)},
+            "server.bounce_mode",
+            "reject, dsn",
+        ),
+        (
+            {"rule_set": rule_set({"name": "r", "enabled": "yes please"})},
+            "rule_set.rules[0].enabled",
+            "true or false",
+        ),
+        (
+            {"rule_set": rule_set({"name": "r", "tls_policy": "require"})},
+            "rule_set.rules[0].tls_policy",
+            "Optional, Require",
+        ),
+        (
+            {"rule_set": rule_set({"name": "r", "recipients": ["not a domain"]})},
+            "rule_set.rules[0].recipients[0]",
+            "domain",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "actions": [{"s3": {"bucket_name": "abc"}, "stop": {}}],
+                    }
+                )
+            },
+            "rule_set.rules[0].actions[0]",
+            "exactly one",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "actions": [
+                            {
+                                "add_header": {
+                                    "header_name": "X Bad",
+                                    "header_value": "v",
+                                }
+                            }
+                        ],
+                    }
+                )
+            },
+            "rule_set.rules[0].actions[0].add_header.header_name",
+            "letters",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "actions": [
+                            {
+                                "add_header": {
+                                    "header_name": "X-A",
+                                    "header_value": "a\nb",
+                                }
+                            }
+                        ],
+                    }
+                )
+            },
+            "rule_set.rules[0].actions[0].add_header.header_value",
+            "CR or LF",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "actions": [
+                            {
+                                "add_header": {
+                                    "header_name": "X-A",
+                                    "header_value": "v" * 2048,
+                                }
+                            }
+                        ],
+                    }
+                )
+            },
+            "rule_set.rules[0].actions[0].add_header.header_value",
+            "2048",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "actions": [
+                            {
+                                "bounce": {
+                                    "smtp_reply_code": "250",
+                                    "message": "m",
+                                    "sender": "a@example.com",
+                                }
+                            }
+                        ],
+                    }
+                )
+            },
+            "rule_set.rules[0].actions[0].bounce.smtp_reply_code",
+            "4xx or 5xx",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "actions": [
+                            {
+                                "bounce": {
+                                    "smtp_reply_code": "550",
+                                    "status_code": "4.1.1",
+                                    "message": "m",
+                                    "sender": "a@example.com",
+                                }
+                            }
+                        ],
+                    }
+                )
+            },
+            "rule_set.rules[0].actions[0].bounce.status_code",
+            "does not agree",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "actions": [
+                            {"bounce": {"smtp_reply_code": "550", "message": "m"}}
+                        ],
+                    }
+                )
+            },
+            "rule_set.rules[0].actions[0].bounce.sender",
+            "required",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {"name": "r", "actions": [{"lambda": {"function_arn": "nope"}}]}
+                )
+            },
+            "rule_set.rules[0].actions[0].lambda.function_arn",
+            "not a key of functions",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "actions": [
+                            {"lambda": {"function_arn": "missing_module:handler"}}
+                        ],
+                    }
+                )
+            },
+            "rule_set.rules[0].actions[0].lambda.function_arn",
+            "cannot import",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "actions": [{"lambda": {"function_arn": "handlers:absent"}}],
+                    }
+                )
+            },
+            "rule_set.rules[0].actions[0].lambda.function_arn",
+            "no attribute",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "actions": [{"lambda": {"function_arn": ARN_PREFIX + "ghost"}}],
+                    }
+                )
+            },
+            "rule_set.rules[0].actions[0].lambda.function_arn",
+            "not a key of functions",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "actions": [
+                            {
+                                "lambda": {
+                                    "function_arn": "handlers:record",
+                                    "invocation_type": "Sync",
+                                }
+                            }
+                        ],
+                    }
+                )
+            },
+            "rule_set.rules[0].actions[0].lambda.invocation_type",
+            "Event, RequestResponse",
+        ),
+        (
+            {"aws": {"account_id": 12345}, "rule_set": rule_set(STORE)},
+            "aws.account_id",
+            "12 digits",
+        ),
+        (
+            {"functions": {"bad name": "handlers:record"}, "rule_set": rule_set(STORE)},
+            "functions.bad name",
+            "function name",
+        ),
         ({"rule_set": {"rules": []}}, "rule_set.name", "required"),
-        ({"rule_set": rule_set({"name": "r", "recipients": [f"u{i}@example.com" for i in range(101)]})},
-         "rule_set.rules[0].recipients", "at most 100"),
-        ({"rule_set": rule_set({"name": "r", "actions": [{"stop": {}}] * 11})}, "rule_set.rules[0].actions", "at most 10"),
-        ({"rule_set": rule_set(*[{"name": f"r{i}"} for i in range(201)])}, "rule_set.rules", "at most 200"),
-        ({"dns": {"txt": {"sel._domainkey.example.com": 5}}, "rule_set": rule_set(STORE)},
-         "dns.txt.sel._domainkey.example.com", "string"),
+        (
+            {
+                "rule_set": rule_set(
+                    {
+                        "name": "r",
+                        "recipients": [f"u{i}@example.com" for i in range(101)],
+                    }
+                )
+            },
+            "rule_set.rules[0].recipients",
+            "at most 100",
+        ),
+        (
+            {"rule_set": rule_set({"name": "r", "actions": [{"stop": {}}] * 11})},
+            "rule_set.rules[0].actions",
+            "at most 10",
+        ),
+        (
+            {"rule_set": rule_set(*[{"name": f"r{i}"} for i in range(201)])},
+            "rule_set.rules",
+            "at most 200",
+        ),
+        (
+            {
+                "dns": {"txt": {"sel._domainkey.example.com": 5}},
+                "rule_set": rule_set(STORE),
+            },
+            "dns.txt.sel._domainkey.example.com",
+            "string",
+        ),
     ],
-)  # fmt: skip
+)
 def test_error_names_the_key_path(write_config, tmp_path, document, key_path, words):
     """Every bad value is reported with the file, its key path and what was expected."""
     error = error_of(write_config, document)
@@ -120,10 +360,12 @@ def test_error_names_the_key_path(write_config, tmp_path, document, key_path, wo
 
 
 def test_handler_that_fails_to_import_is_reported_at_load(write_config, tmp_path):
-    """A handler module raising at import is a config error, not a first-message crash."""
+    """A handler raising at import fails the config load, not the first message."""
     (tmp_path / "broken_mod.py").write_text("raise ValueError('boom')\n")
-    error = error_of(write_config, {"functions": {"f": "broken_mod:handler"},
-                                    "rule_set": rule_set(STORE)})  # fmt: skip
+    error = error_of(
+        write_config,
+        {"functions": {"f": "broken_mod:handler"}, "rule_set": rule_set(STORE)},
+    )
 
     assert error.key_path == "functions.f"
     assert "ValueError: boom" in error.problem
@@ -131,21 +373,32 @@ def test_handler_that_fails_to_import_is_reported_at_load(write_config, tmp_path
 
 def test_function_references_resolve_to_full_arns(write_config):
     """Names, ARNs and import strings all give events a full Lambda ARN."""
-    config = load(write_config, {
-        "aws": {"region": "eu-west-1", "account_id": "000000000042"},
-        "functions": {"named": "handlers:record"},
-        "rule_set": rule_set({"name": "r", "actions": [
-            {"lambda": {"function_arn": "named"}},
-            {"lambda": {"function_arn": "arn:aws:lambda:eu-west-1:000000000042:function:named"}},
-            {"lambda": {"function_arn": "handlers:record"}},
-        ]}),
-    })  # fmt: skip
+    config = load(
+        write_config,
+        {
+            "aws": {"region": "eu-west-1", "account_id": "000000000042"},
+            "functions": {"named": "handlers:record"},
+            "rule_set": rule_set(
+                {
+                    "name": "r",
+                    "actions": [
+                        {"lambda": {"function_arn": "named"}},
+                        {"lambda": {"function_arn": EU_PREFIX + "named"}},
+                        {"lambda": {"function_arn": "handlers:record"}},
+                    ],
+                }
+            ),
+        },
+    )
     actions = config.rule_set.rules[0].actions
     assert all(isinstance(a, LambdaAction) for a in actions)
 
     arns = [a.function.arn for a in actions]  # type: ignore[union-attr]
-    prefix = "arn:aws:lambda:eu-west-1:000000000042:function:"
-    assert arns == [prefix + "named", prefix + "named", prefix + "handlers-record"]
+    assert arns == [
+        EU_PREFIX + "named",
+        EU_PREFIX + "named",
+        EU_PREFIX + "handlers-record",
+    ]
     assert actions[0].invocation_type == "Event"  # type: ignore[union-attr]
 
 
@@ -164,8 +417,13 @@ def test_same_module_name_in_two_config_folders(tmp_path):
     for name in ("one", "two"):
         folder = tmp_path / name
         folder.mkdir()
-        (folder / "samename_handlers.py").write_text(f"def handler(e, c):\n    return {name!r}\n")
-        document = {"functions": {"f": "samename_handlers:handler"}, "rule_set": rule_set(STORE)}
+        (folder / "samename_handlers.py").write_text(
+            f"def handler(e, c):\n    return {name!r}\n"
+        )
+        document = {
+            "functions": {"f": "samename_handlers:handler"},
+            "rule_set": rule_set(STORE),
+        }
         (folder / "sesrx.yaml").write_text(yaml.safe_dump(document))
         paths.append(folder / "sesrx.yaml")
 

@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import CORPUS
+from helpers import RECORDING_HANDLERS, read_calls, read_trace, rule_set, send
 
 from sesrx.config import load_config
 from sesrx.threaded import ServerThread
-
-from conftest import CORPUS
-from helpers import RECORDING_HANDLERS, read_calls, read_trace, rule_set, send
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +35,11 @@ def as_sent(raw: bytes) -> bytes:
 def envelope_lines(raw: bytes) -> tuple[bytes, str | None, list[str] | None]:
     """Strip mailcrab's two envelope lines (Sender:, Recipients:) if present."""
     lines = raw.split(b"\n", 2)
-    if len(lines) == 3 and lines[0].startswith(b"Sender: ") and lines[1].startswith(b"Recipients: "):
+    if (
+        len(lines) == 3
+        and lines[0].startswith(b"Sender: ")
+        and lines[1].startswith(b"Recipients: ")
+    ):
         sender = lines[0][8:].strip().decode()
         recipients = [r.strip() for r in lines[1][12:].decode().split(",")]
         return lines[2], sender, recipients
@@ -46,7 +49,9 @@ def envelope_lines(raw: bytes) -> tuple[bytes, str | None, list[str] | None]:
 def start_server(folder: Path, document: dict[str, Any]) -> ServerThread:
     (folder / "handlers.py").write_text(RECORDING_HANDLERS)
     path = folder / "sesrx.yaml"
-    path.write_text(yaml.safe_dump({"data_dir": "./data", "server": {"port": 0}, **document}))
+    path.write_text(
+        yaml.safe_dump({"data_dir": "./data", "server": {"port": 0}, **document})
+    )
     server = ServerThread(load_config(path))
     server.start()
     return server
@@ -58,13 +63,26 @@ def corpus_server(tmp_path_factory) -> Iterator[tuple[ServerThread, Path]]:
         pytest.skip(f"no shared corpus at {CORPUS} (only the team's checkout has it)")
     folder = tmp_path_factory.mktemp("corpus")
     keys = yaml.safe_load((CORPUS / "dkim" / "keys.yaml").read_text())
-    server = start_server(folder, {
-        "dns": {"txt": keys},
-        "rule_set": rule_set({"name": "all", "actions": [
-            {"s3": {"bucket_name": "corpus"}},
-            {"lambda": {"function_arn": "handlers:record", "invocation_type": "RequestResponse"}},
-        ]}),
-    })  # fmt: skip
+    server = start_server(
+        folder,
+        {
+            "dns": {"txt": keys},
+            "rule_set": rule_set(
+                {
+                    "name": "all",
+                    "actions": [
+                        {"s3": {"bucket_name": "corpus"}},
+                        {
+                            "lambda": {
+                                "function_arn": "handlers:record",
+                                "invocation_type": "RequestResponse",
+                            }
+                        },
+                    ],
+                }
+            ),
+        },
+    )
     yield server, folder
     server.stop()
 
@@ -76,11 +94,19 @@ def test_every_real_message_is_stored_and_processed(corpus_server, path):
     raw, sender, recipients = envelope_lines(path.read_bytes())
     sent_bytes = as_sent(raw)
 
-    sent = send(server.port, sent_bytes, rcpt_tos=recipients or ["bob@example.com"],
-                mail_from=sender or "alice@sender.example")  # fmt: skip
+    sent = send(
+        server.port,
+        sent_bytes,
+        rcpt_tos=recipients or ["bob@example.com"],
+        mail_from=sender or "alice@sender.example",
+    )
     stored = (folder / "data" / "s3" / "corpus" / sent.message_id).read_bytes()
     events = [c["event"] for c in read_calls(folder)]
-    mail = next(e for e in events if e["Records"][0]["ses"]["mail"]["messageId"] == sent.message_id)
+    mail = next(
+        e
+        for e in events
+        if e["Records"][0]["ses"]["mail"]["messageId"] == sent.message_id
+    )
     mail = mail["Records"][0]["ses"]["mail"]
 
     assert stored.endswith(sent_bytes)
@@ -88,17 +114,24 @@ def test_every_real_message_is_stored_and_processed(corpus_server, path):
     assert mail["headers"][0]["name"] == "Return-Path"
     assert read_trace(folder / "data", sent.message_id)["reply"].startswith("250 OK ")
     for header in mail["headers"]:
-        assert "\r" not in header["value"] and "\n" not in header["value"]
+        assert "\r" not in header["value"]
+        assert "\n" not in header["value"]
 
 
 def dkim_cases() -> list[tuple[str, dict[str, Any]]]:
     if not DKIM_EXPECTED.is_file():
         return []
     expected = yaml.safe_load(DKIM_EXPECTED.read_text())
-    return [(name, case) for name, case in expected.items() if isinstance(case, dict) and "sigs" in case]
+    return [
+        (name, case)
+        for name, case in expected.items()
+        if isinstance(case, dict) and "sigs" in case
+    ]
 
 
-@pytest.mark.parametrize(("name", "case"), dkim_cases(), ids=[n for n, _ in dkim_cases()])
+@pytest.mark.parametrize(
+    ("name", "case"), dkim_cases(), ids=[n for n, _ in dkim_cases()]
+)
 def test_dkim_verdicts_match_the_vectors(corpus_server, name, case):
     """dkimVerdict is PASS when a signature verifies and FAIL when none does."""
     server, folder = corpus_server
@@ -113,13 +146,17 @@ def test_dkim_verdicts_match_the_vectors(corpus_server, name, case):
     assert ses["receipt"]["dkimVerdict"] == {"status": wanted}
     results = [s["result"] == "pass" for s in trace["dkim_signatures"]]
     assert results == [sig["expect"] == "pass" for sig in case["sigs"]]
-    assert [s["domain"] for s in trace["dkim_signatures"]] == [sig["d"] for sig in case["sigs"]]
+    assert [s["domain"] for s in trace["dkim_signatures"]] == [
+        sig["d"] for sig in case["sigs"]
+    ]
 
 
 def test_unsigned_corpus_message_is_gray(corpus_server):
     """A message with no DKIM-Signature gets GRAY."""
     server, folder = corpus_server
 
-    sent = send(server.port, as_sent((CORPUS / "dkim" / "dkimpy-test.message").read_bytes()))
+    sent = send(
+        server.port, as_sent((CORPUS / "dkim" / "dkimpy-test.message").read_bytes())
+    )
 
     assert read_trace(folder / "data", sent.message_id)["verdicts"]["dkim"] == "GRAY"

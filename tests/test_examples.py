@@ -13,12 +13,11 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from conftest import EXAMPLES
+from helpers import DkimKey, make_message, read_trace, send
 
 from sesrx.config import load_config
 from sesrx.threaded import ServerThread
-
-from conftest import EXAMPLES
-from helpers import DkimKey, make_message, read_trace, send
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +46,11 @@ def signed(key: DkimKey, tamper: bool = False, **fields: str) -> bytes:
 
 def objects(tmp_path: Path, bucket: str) -> list[str]:
     folder = tmp_path / "s3" / bucket
-    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+    return (
+        sorted(p.name for p in folder.rglob("*") if p.is_file())
+        if folder.exists()
+        else []
+    )
 
 
 def log_lines(tmp_path: Path, function: str) -> list[str]:
@@ -58,10 +61,12 @@ def log_lines(tmp_path: Path, function: str) -> list[str]:
 
 
 def test_drop_spam(example, tmp_path, key):
-    """Mail failing a verdict is dropped in every domain; clean mail reaches its rule."""
+    """Mail failing a verdict is dropped everywhere; clean mail reaches its rule."""
     server = example("drop-spam")
 
-    clean = send(server.port, signed(key), rcpt_tos=["a@example1.com", "b@example2.com"])
+    clean = send(
+        server.port, signed(key), rcpt_tos=["a@example1.com", "b@example2.com"]
+    )
     spam = send(server.port, signed(key, tamper=True), rcpt_tos=["a@example1.com"])
 
     assert clean.code == spam.code == 250
@@ -70,7 +75,9 @@ def test_drop_spam(example, tmp_path, key):
     rules = read_trace(tmp_path, spam.message_id)["rules"]
     assert rules[0]["actions"][0]["disposition"] == "STOP_RULE_SET"
     assert [r["status"] for r in rules] == ["matched", "not reached", "not reached"]
-    assert f"dropping {spam.message_id}: dkimVerdict" in log_lines(tmp_path, "drop-spam")
+    assert f"dropping {spam.message_id}: dkimVerdict" in log_lines(
+        tmp_path, "drop-spam"
+    )
 
 
 def test_bounce_spam(example, tmp_path, key):
@@ -106,8 +113,11 @@ def test_audit_log(example, tmp_path):
     """Every event is written to the function's log, and the message stored."""
     server = example("audit-log")
 
-    sent = send(server.port, make_message(subject="Quarterly report"),
-                rcpt_tos=["finance@example.com"])  # fmt: skip
+    sent = send(
+        server.port,
+        make_message(subject="Quarterly report"),
+        rcpt_tos=["finance@example.com"],
+    )
     assert server.wait_idle()
 
     assert objects(tmp_path, "audited-mail") == [sent.message_id]
@@ -123,9 +133,14 @@ def test_drop_mail_failing_dkim(example, tmp_path, key):
     """All mail is stored; only mail passing DKIM reaches the support function."""
     server = example("dkim-check")
 
-    good = send(server.port, signed(key, subject="Printer"), rcpt_tos=["support@example.com"])
-    bad = send(server.port, signed(key, tamper=True, subject="Forged"),
-               rcpt_tos=["support@example.com"])  # fmt: skip
+    good = send(
+        server.port, signed(key, subject="Printer"), rcpt_tos=["support@example.com"]
+    )
+    bad = send(
+        server.port,
+        signed(key, tamper=True, subject="Forged"),
+        rcpt_tos=["support@example.com"],
+    )
     assert server.wait_idle()
 
     assert objects(tmp_path, "all-mail") == sorted([good.message_id, bad.message_id])
@@ -137,13 +152,20 @@ def test_drop_mail_failing_dkim(example, tmp_path, key):
 
 
 def test_subject_filter(example, tmp_path):
-    """"discount" mail is dropped; support mail and other mail go to their buckets."""
+    """ "discount" mail is dropped; support mail and other mail go to their buckets."""
     server = example("subject-filter")
 
-    offer = send(server.port, make_message(subject="Huge DISCOUNT today"),
-                 rcpt_tos=["support@example.com"])  # fmt: skip
-    support = send(server.port, make_message(subject="Help"), rcpt_tos=["support@example.com"])
-    other = send(server.port, make_message(subject="Hello"), rcpt_tos=["sales@example.com"])
+    offer = send(
+        server.port,
+        make_message(subject="Huge DISCOUNT today"),
+        rcpt_tos=["support@example.com"],
+    )
+    support = send(
+        server.port, make_message(subject="Help"), rcpt_tos=["support@example.com"]
+    )
+    other = send(
+        server.port, make_message(subject="Hello"), rcpt_tos=["sales@example.com"]
+    )
     assert server.wait_idle()
 
     assert offer.code == support.code == other.code == 250

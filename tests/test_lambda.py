@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-
 from helpers import make_message, read_calls, read_trace, rule_set, send
 
 pytestmark = pytest.mark.e2e
@@ -17,47 +16,84 @@ def call(name: str, kind: str = "RequestResponse") -> dict:
     return {"lambda": {"function_arn": f"handlers:{name}", "invocation_type": kind}}
 
 
+ARN = "arn:aws:lambda:eu-west-1:000011112222:function:recorder"
 STORE = {"s3": {"bucket_name": "inbound"}}
 
 
 def test_handler_gets_the_ses_event_and_a_context(write_config, serve, tmp_path):
     """The event has one aws:ses record with mail and receipt; the context is AWS's."""
-    config = write_config({
-        "aws": {"region": "eu-west-1", "account_id": "000011112222"},
-        "functions": {"recorder": "handlers:record"},
-        "rule_set": rule_set({"name": "r1", "actions": [
-            {"lambda": {"function_arn": "arn:aws:lambda:eu-west-1:000011112222:function:recorder",
-                        "invocation_type": "RequestResponse"}}]}),
-    })  # fmt: skip
+    config = write_config(
+        {
+            "aws": {"region": "eu-west-1", "account_id": "000011112222"},
+            "functions": {"recorder": "handlers:record"},
+            "rule_set": rule_set(
+                {
+                    "name": "r1",
+                    "actions": [
+                        {
+                            "lambda": {
+                                "function_arn": ARN,
+                                "invocation_type": "RequestResponse",
+                            }
+                        }
+                    ],
+                }
+            ),
+        }
+    )
     server = serve(config)
     message = make_message(
         to='"Doe, John" <john@example.com>, ann@example.com',
         extra=(("Cc", "Carl <carl@example.com>"), ("Reply-To", "r@sender.example")),
     )
 
-    sent = send(server.port, message, rcpt_tos=["john@example.com", "hidden@example.com"])
+    sent = send(
+        server.port, message, rcpt_tos=["john@example.com", "hidden@example.com"]
+    )
     [called] = read_calls(tmp_path)
 
-    arn = "arn:aws:lambda:eu-west-1:000011112222:function:recorder"
     assert called["context"]["function_name"] == "recorder"
-    assert called["context"]["invoked_function_arn"] == arn
+    assert called["context"]["invoked_function_arn"] == ARN
     assert called["context"]["log_group_name"] == "/aws/lambda/recorder"
     assert 0 < called["context"]["remaining"] <= 30_000
     [record] = called["event"]["Records"]
-    assert record["eventSource"] == "aws:ses" and record["eventVersion"] == "1.0"
+    assert record["eventSource"] == "aws:ses"
+    assert record["eventVersion"] == "1.0"
     mail, receipt = record["ses"]["mail"], record["ses"]["receipt"]
     assert mail["messageId"] == sent.message_id
     assert mail["source"] == "alice@sender.example"
-    assert mail["destination"] == ["john@example.com", "ann@example.com", "carl@example.com"]
-    assert mail["commonHeaders"]["to"] == ['"Doe, John" <john@example.com>', "ann@example.com"]
+    assert mail["destination"] == [
+        "john@example.com",
+        "ann@example.com",
+        "carl@example.com",
+    ]
+    assert mail["commonHeaders"]["to"] == [
+        '"Doe, John" <john@example.com>',
+        "ann@example.com",
+    ]
     assert mail["commonHeaders"]["replyTo"] == ["r@sender.example"]
     assert mail["commonHeaders"]["returnPath"] == "alice@sender.example"
     assert list(mail["commonHeaders"]) == [
-        "returnPath", "from", "replyTo", "date", "to", "cc", "messageId", "subject"]
-    assert [h["name"] for h in mail["headers"][:3]] == ["Return-Path", "Received", "From"]
+        "returnPath",
+        "from",
+        "replyTo",
+        "date",
+        "to",
+        "cc",
+        "messageId",
+        "subject",
+    ]
+    assert [h["name"] for h in mail["headers"][:3]] == [
+        "Return-Path",
+        "Received",
+        "From",
+    ]
     assert receipt["recipients"] == ["john@example.com", "hidden@example.com"]
-    assert receipt["action"] == {"type": "Lambda", "functionArn": arn,
-                                 "invocationType": "RequestResponse"}  # fmt: skip
+    assert receipt["action"] == {
+        "type": "Lambda",
+        "functionArn": ARN,
+        "invocationType": "RequestResponse",
+    }
     assert receipt["dkimVerdict"] == {"status": "GRAY"}
     assert isinstance(receipt["processingTimeMillis"], int)
     assert receipt["processingTimeMillis"] >= 1
@@ -79,10 +115,17 @@ def test_request_response_disposition(
     write_config, serve, tmp_path, handler, later_actions_ran, later_rules_ran
 ):
     """STOP_RULE skips the rule's rest, STOP_RULE_SET everything; errors continue."""
-    config = write_config({"rule_set": rule_set(
-        {"name": "first", "actions": [call(handler), {"s3": {"bucket_name": "first-rule"}}]},
-        {"name": "second", "actions": [{"s3": {"bucket_name": "second-rule"}}]},
-    )})  # fmt: skip
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                {
+                    "name": "first",
+                    "actions": [call(handler), {"s3": {"bucket_name": "first-rule"}}],
+                },
+                {"name": "second", "actions": [{"s3": {"bucket_name": "second-rule"}}]},
+            )
+        }
+    )
     server = serve(config)
 
     sent = send(server.port, make_message())
@@ -98,11 +141,24 @@ def test_request_response_disposition(
 
 def test_handler_error_is_logged_with_its_traceback(write_config, serve, tmp_path):
     """A handler that raises has its traceback in its log, and the trace says why."""
-    config = write_config({
-        "functions": {"broken": "handlers:raises"},
-        "rule_set": rule_set({"name": "r", "actions": [
-            {"lambda": {"function_arn": "broken", "invocation_type": "RequestResponse"}}]}),
-    })  # fmt: skip
+    config = write_config(
+        {
+            "functions": {"broken": "handlers:raises"},
+            "rule_set": rule_set(
+                {
+                    "name": "r",
+                    "actions": [
+                        {
+                            "lambda": {
+                                "function_arn": "broken",
+                                "invocation_type": "RequestResponse",
+                            }
+                        }
+                    ],
+                }
+            ),
+        }
+    )
     server = serve(config)
 
     sent = send(server.port, make_message())
@@ -116,11 +172,13 @@ def test_handler_error_is_logged_with_its_traceback(write_config, serve, tmp_pat
 
 
 def test_timeout_counts_as_continue(write_config, serve, tmp_path):
-    """A RequestResponse handler past lambda_timeout is abandoned; processing goes on."""
-    config = write_config({
-        "server": {"lambda_timeout": 0.3},
-        "rule_set": rule_set({"name": "r", "actions": [call("slow"), STORE]}),
-    })
+    """A handler past lambda_timeout is abandoned and processing goes on."""
+    config = write_config(
+        {
+            "server": {"lambda_timeout": 0.3},
+            "rule_set": rule_set({"name": "r", "actions": [call("slow"), STORE]}),
+        }
+    )
     server = serve(config)
 
     started = time.monotonic()
@@ -136,8 +194,9 @@ def test_timeout_counts_as_continue(write_config, serve, tmp_path):
 
 def test_event_invocation_runs_in_the_background(write_config, serve, tmp_path):
     """An Event call does not delay the reply and its disposition is ignored."""
-    config = write_config({"rule_set": rule_set(
-        {"name": "r", "actions": [call("slow", "Event"), STORE]})})
+    config = write_config(
+        {"rule_set": rule_set({"name": "r", "actions": [call("slow", "Event"), STORE]})}
+    )
     server = serve(config)
 
     started = time.monotonic()
@@ -156,13 +215,27 @@ def test_event_invocation_runs_in_the_background(write_config, serve, tmp_path):
 
 def test_blocking_handler_does_not_stall_other_sessions(write_config, serve, tmp_path):
     """While one session waits on a slow handler, another is served at once."""
-    config = write_config({"rule_set": rule_set(
-        {"name": "slow", "recipients": ["slow@example.com"], "actions": [call("slow")]},
-        {"name": "fast", "recipients": ["fast@example.com"], "actions": [STORE]},
-    )})  # fmt: skip
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                {
+                    "name": "slow",
+                    "recipients": ["slow@example.com"],
+                    "actions": [call("slow")],
+                },
+                {
+                    "name": "fast",
+                    "recipients": ["fast@example.com"],
+                    "actions": [STORE],
+                },
+            )
+        }
+    )
     server = serve(config)
     slow = threading.Thread(
-        target=send, args=(server.port, make_message()), kwargs={"rcpt_tos": ["slow@example.com"]}
+        target=send,
+        args=(server.port, make_message()),
+        kwargs={"rcpt_tos": ["slow@example.com"]},
     )
 
     slow.start()
@@ -176,13 +249,28 @@ def test_blocking_handler_does_not_stall_other_sessions(write_config, serve, tmp
     assert elapsed < 1.0
 
 
-def test_printed_and_logged_output_goes_to_the_function_log(write_config, serve, tmp_path):
-    """print() and logging in a handler land in logs/<function>.log with its request id."""
-    config = write_config({
-        "functions": {"chatty": "handlers:chatty"},
-        "rule_set": rule_set({"name": "r", "actions": [
-            {"lambda": {"function_arn": "chatty", "invocation_type": "RequestResponse"}}]}),
-    })  # fmt: skip
+def test_printed_and_logged_output_goes_to_the_function_log(
+    write_config, serve, tmp_path
+):
+    """print() and logging in a handler land in its log file, by request id."""
+    config = write_config(
+        {
+            "functions": {"chatty": "handlers:chatty"},
+            "rule_set": rule_set(
+                {
+                    "name": "r",
+                    "actions": [
+                        {
+                            "lambda": {
+                                "function_arn": "chatty",
+                                "invocation_type": "RequestResponse",
+                            }
+                        }
+                    ],
+                }
+            ),
+        }
+    )
     server = serve(config)
 
     send(server.port, make_message())
@@ -190,7 +278,9 @@ def test_printed_and_logged_output_goes_to_the_function_log(write_config, serve,
     request_id = called["context"]["aws_request_id"]
     lines = (tmp_path / "data" / "logs" / "chatty.log").read_text().splitlines()
 
-    texts = [line.split("\t", 2)[2] for line in lines if line.split("\t")[1] == request_id]
+    texts = [
+        line.split("\t", 2)[2] for line in lines if line.split("\t")[1] == request_id
+    ]
     assert texts[0] == f"START RequestId: {request_id} Version: $LATEST"
     assert "printed line one" in texts
     assert "printed line two" in texts
@@ -201,17 +291,36 @@ def test_printed_and_logged_output_goes_to_the_function_log(write_config, serve,
 
 def test_each_handler_gets_its_own_copy_of_the_event(write_config, serve, tmp_path):
     """Two Lambda actions of one rule see the same event, independently built."""
-    config = write_config({"rule_set": rule_set({"name": "r", "actions": [
-        call("record"), {"add_header": {"header_name": "X-Seen", "header_value": "yes"}},
-        call("record"),
-    ]})})  # fmt: skip
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                {
+                    "name": "r",
+                    "actions": [
+                        call("record"),
+                        {
+                            "add_header": {
+                                "header_name": "X-Seen",
+                                "header_value": "yes",
+                            }
+                        },
+                        call("record"),
+                    ],
+                }
+            )
+        }
+    )
     server = serve(config)
 
     send(server.port, make_message())
     first, second = read_calls(tmp_path)
 
-    first_names = [h["name"] for h in first["event"]["Records"][0]["ses"]["mail"]["headers"]]
-    second_names = [h["name"] for h in second["event"]["Records"][0]["ses"]["mail"]["headers"]]
+    first_names = [
+        h["name"] for h in first["event"]["Records"][0]["ses"]["mail"]["headers"]
+    ]
+    second_names = [
+        h["name"] for h in second["event"]["Records"][0]["ses"]["mail"]["headers"]
+    ]
     assert "X-Seen" not in first_names
     assert second_names[0] == "X-Seen"
     assert json.dumps(first["event"]) != json.dumps(second["event"])

@@ -15,9 +15,11 @@ from sesrx.message import Header, new_message_id, parse_headers
 
 def test_folded_values_are_unfolded_as_ses_shows_them():
     """CRLF goes; a folding tab becomes a space; spaces are kept."""
-    raw = (b"Content-Type: multipart/alternative; \r\n\tboundary=abc\r\n"
-           b"DKIM-Signature: c=relaxed/simple;\r\n\ts=sel; d=x\r\n"
-           b"Subject: one\r\n two\r\n\r\nbody\r\n")  # fmt: skip
+    raw = (
+        b"Content-Type: multipart/alternative; \r\n\tboundary=abc\r\n"
+        b"DKIM-Signature: c=relaxed/simple;\r\n\ts=sel; d=x\r\n"
+        b"Subject: one\r\n two\r\n\r\nbody\r\n"
+    )
 
     assert parse_headers(raw) == (
         Header("Content-Type", "multipart/alternative;  boundary=abc"),
@@ -30,7 +32,12 @@ def test_names_keep_their_case_and_order():
     """Header names are kept as sent, duplicates included, in order."""
     raw = b"Message-Id: <a@b>\r\nREPLY-TO: x@y\r\nReceived: 1\r\nReceived: 2\r\n\r\n"
 
-    assert [h.name for h in parse_headers(raw)] == ["Message-Id", "REPLY-TO", "Received", "Received"]
+    assert [h.name for h in parse_headers(raw)] == [
+        "Message-Id",
+        "REPLY-TO",
+        "Received",
+        "Received",
+    ]
 
 
 def test_bytes_that_are_not_utf8_become_replacement_characters():
@@ -61,7 +68,8 @@ def test_odd_header_blocks(raw, names):
 def test_any_bytes_parse_without_error(raw):
     """No input makes header parsing raise, and no value keeps a line break."""
     for header in parse_headers(raw):
-        assert "\n" not in header.value and "\r" not in header.value
+        assert "\n" not in header.value
+        assert "\r" not in header.value
 
 
 def test_message_id_has_ses_form():
@@ -77,20 +85,41 @@ def test_message_id_has_ses_form():
 @pytest.mark.parametrize(
     ("value", "items", "addresses"),
     [
-        ('"Doe, John" <doe@example.com>, b@x.com',
-         ['"Doe, John" <doe@example.com>', "b@x.com"], ["doe@example.com", "b@x.com"]),
+        (
+            '"Doe, John" <doe@example.com>, b@x.com',
+            ['"Doe, John" <doe@example.com>', "b@x.com"],
+            ["doe@example.com", "b@x.com"],
+        ),
         ("undisclosed-recipients: ;", [], []),
-        ("team: a@x.com, b@x.com;, c@y.com", ["a@x.com", "b@x.com", "c@y.com"],
-         ["a@x.com", "b@x.com", "c@y.com"]),
+        (
+            "team: a@x.com, b@x.com;, c@y.com",
+            ["a@x.com", "b@x.com", "c@y.com"],
+            ["a@x.com", "b@x.com", "c@y.com"],
+        ),
         (", user@aol.com", ["user@aol.com"], ["user@aol.com"]),
-        ("a@b.com (Comment, with comma)", ["a@b.com (Comment, with comma)"], ["a@b.com"]),
-        ("alice@example.com <bob@example.com>", ["alice@example.com <bob@example.com>"],
-         ["bob@example.com"]),
-        ('"quoted \\" comma," <q@x.com>', ['"quoted \\" comma," <q@x.com>'], ["q@x.com"]),
-        ("=?utf-8?q?J=C3=BCrgen?= <j@x.de>", ["=?utf-8?q?J=C3=BCrgen?= <j@x.de>"], ["j@x.de"]),
+        (
+            "a@b.com (Comment, with comma)",
+            ["a@b.com (Comment, with comma)"],
+            ["a@b.com"],
+        ),
+        (
+            "alice@example.com <bob@example.com>",
+            ["alice@example.com <bob@example.com>"],
+            ["bob@example.com"],
+        ),
+        (
+            '"quoted \\" comma," <q@x.com>',
+            ['"quoted \\" comma," <q@x.com>'],
+            ["q@x.com"],
+        ),
+        (
+            "=?utf-8?q?J=C3=BCrgen?= <j@x.de>",
+            ["=?utf-8?q?J=C3=BCrgen?= <j@x.de>"],
+            ["j@x.de"],
+        ),
         ("", [], []),
     ],
-)  # fmt: skip
+)
 def test_address_lists(value, items, addresses):
     """Lists split at top-level commas; names and quoting stay as written."""
     assert split_addresses(value) == items
@@ -101,5 +130,6 @@ def test_address_lists(value, items, addresses):
 def test_address_splitting_never_raises(value):
     """Any header text splits into stripped, non-empty items."""
     for item in split_addresses(value):
-        assert item and item == item.strip()
+        assert item
+        assert item == item.strip()
         bare_address(item)

@@ -51,7 +51,9 @@ def test_entry_forms(entry, address, expected):
 def test_matching_ignores_letter_case(local, domain, data):
     """Changing the letter case of an address never changes whether it matches."""
     address = f"{local}@{domain}"
-    shouted = "".join(data.draw(st.sampled_from([c.lower(), c.upper()])) for c in address)
+    shouted = "".join(
+        data.draw(st.sampled_from([c.lower(), c.upper()])) for c in address
+    )
 
     for entry in (address, domain, "." + domain.split(".", 1)[1]):
         assert entry_matches(entry, address) == entry_matches(entry, shouted)
@@ -85,21 +87,36 @@ def test_empty_recipient_list_covers_verified_domains_only():
     """A rule with no recipients matches addresses of verified domains only."""
     rule = ReceiptRule(name="all")
 
-    got = rule_recipients(rule, ("a@example.com", "b@x.example.com", "c@other.org"), ("example.com",))
+    got = rule_recipients(
+        rule, ("a@example.com", "b@x.example.com", "c@other.org"), ("example.com",)
+    )
 
     assert got == ("a@example.com", "b@x.example.com")
 
 
 def test_recipient_reply():
     """RCPT is refused when no enabled rule matches, or TLS is required but absent."""
-    rules = RuleSet("set", (
-        ReceiptRule(name="off", enabled=False, recipients=("off@example.com",)),
-        ReceiptRule(name="tls", recipients=("vault@example.com",), tls_policy="Require"),
-        ReceiptRule(name="open", recipients=("example.com",)),
-    ))  # fmt: skip
+    rules = RuleSet(
+        "set",
+        (
+            ReceiptRule(name="off", enabled=False, recipients=("off@example.com",)),
+            ReceiptRule(
+                name="tls", recipients=("vault@example.com",), tls_policy="Require"
+            ),
+            ReceiptRule(name="open", recipients=("example.com",)),
+        ),
+    )
 
     assert recipient_reply(rules, None, "bob@example.com", tls=False) is None
-    assert recipient_reply(rules, None, "off@elsewhere.com", tls=False) == REPLY_NO_MAILBOX
-    assert recipient_reply(rules, None, "vault@example.com", tls=False) == REPLY_TLS_REQUIRED
+    assert (
+        recipient_reply(rules, None, "off@elsewhere.com", tls=False) == REPLY_NO_MAILBOX
+    )
+    assert (
+        recipient_reply(rules, None, "vault@example.com", tls=False)
+        == REPLY_TLS_REQUIRED
+    )
     assert recipient_reply(rules, None, "vault@example.com", tls=True) is None
-    assert recipient_reply(rules, ("example.org",), "bob@example.com", tls=False) == REPLY_NO_MAILBOX
+    assert (
+        recipient_reply(rules, ("example.org",), "bob@example.com", tls=False)
+        == REPLY_NO_MAILBOX
+    )

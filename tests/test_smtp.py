@@ -7,7 +7,6 @@ import smtplib
 import socket
 
 import pytest
-
 from helpers import make_message, read_trace, rule_set, send
 
 pytestmark = pytest.mark.e2e
@@ -22,14 +21,17 @@ def test_accepted_message_gets_a_ses_style_id(write_config, serve, tmp_path):
     sent = send(server.port, make_message())
 
     assert sent.rcpt["bob@example.com"] == (250, "Ok")
-    assert sent.data is not None and sent.data[1].startswith("OK ")
+    assert sent.data is not None
+    assert sent.data[1].startswith("OK ")
     assert re.fullmatch(r"[0-9a-v]{38}[08go]1", sent.message_id)
     assert (tmp_path / "data" / "s3" / "inbound" / sent.message_id).is_file()
 
 
 def test_banner_names_the_configured_host(write_config, serve):
     """The greeting reads like SES's: host name, then "ESMTP Amazon SES"."""
-    config = write_config({"server": {"hostname": "mx.test"}, "rule_set": rule_set(STORE)})
+    config = write_config(
+        {"server": {"hostname": "mx.test"}, "rule_set": rule_set(STORE)}
+    )
     server = serve(config)
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
@@ -40,43 +42,77 @@ def test_banner_names_the_configured_host(write_config, serve):
 
 def test_unmatched_and_unverified_recipients_get_550(write_config, serve):
     """Recipients no enabled rule covers, or outside verified domains, are refused."""
-    config = write_config({
-        "verified_domains": ["example.com"],
-        "rule_set": rule_set(
-            {"name": "sales", "recipients": ["sales@example.com"],
-             "actions": [{"s3": {"bucket_name": "box1"}}]},
-            {"name": "off", "enabled": False, "recipients": ["off@example.com"],
-             "actions": [{"s3": {"bucket_name": "box1"}}]},
-            {"name": "other", "recipients": ["other.test"],
-             "actions": [{"s3": {"bucket_name": "box1"}}]},
-        ),
-    })  # fmt: skip
+    config = write_config(
+        {
+            "verified_domains": ["example.com"],
+            "rule_set": rule_set(
+                {
+                    "name": "sales",
+                    "recipients": ["sales@example.com"],
+                    "actions": [{"s3": {"bucket_name": "box1"}}],
+                },
+                {
+                    "name": "off",
+                    "enabled": False,
+                    "recipients": ["off@example.com"],
+                    "actions": [{"s3": {"bucket_name": "box1"}}],
+                },
+                {
+                    "name": "other",
+                    "recipients": ["other.test"],
+                    "actions": [{"s3": {"bucket_name": "box1"}}],
+                },
+            ),
+        }
+    )
     server = serve(config)
 
-    sent = send(server.port, make_message(), rcpt_tos=[
-        "sales@example.com", "SALES@EXAMPLE.COM", "off@example.com",
-        "x@other.test", "not-an-address", "someone@example.com",
-    ])  # fmt: skip
+    sent = send(
+        server.port,
+        make_message(),
+        rcpt_tos=[
+            "sales@example.com",
+            "SALES@EXAMPLE.COM",
+            "off@example.com",
+            "x@other.test",
+            "not-an-address",
+            "someone@example.com",
+        ],
+    )
 
     refusal = (550, "5.1.1 Requested action not taken: mailbox unavailable")
     assert sent.rcpt["sales@example.com"] == (250, "Ok")
     assert sent.rcpt["SALES@EXAMPLE.COM"] == (250, "Ok")
-    for address in ("off@example.com", "x@other.test", "not-an-address",
-                    "someone@example.com"):  # fmt: skip
+    for address in (
+        "off@example.com",
+        "x@other.test",
+        "not-an-address",
+        "someone@example.com",
+    ):
         assert sent.rcpt[address] == refusal, address
     assert sent.code == 250
 
 
 def test_tls_required_recipient_is_refused_on_a_plain_session(write_config, serve):
     """A rule with tls_policy Require refuses its recipients without STARTTLS."""
-    config = write_config({"rule_set": rule_set(
-        {"name": "secure", "recipients": ["vault@example.com"], "tls_policy": "Require",
-         "actions": [{"s3": {"bucket_name": "box1"}}]},
-        STORE,
-    )})  # fmt: skip
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                {
+                    "name": "secure",
+                    "recipients": ["vault@example.com"],
+                    "tls_policy": "Require",
+                    "actions": [{"s3": {"bucket_name": "box1"}}],
+                },
+                STORE,
+            )
+        }
+    )
     server = serve(config)
 
-    sent = send(server.port, make_message(), rcpt_tos=["vault@example.com", "bob@example.com"])
+    sent = send(
+        server.port, make_message(), rcpt_tos=["vault@example.com", "bob@example.com"]
+    )
 
     assert sent.rcpt["vault@example.com"] == (550, "5.7.1 TLS required by recipient")
     assert sent.rcpt["bob@example.com"] == (250, "Ok")
@@ -84,8 +120,9 @@ def test_tls_required_recipient_is_refused_on_a_plain_session(write_config, serv
 
 def test_no_accepted_recipient_means_no_data(write_config, serve):
     """DATA after only refused recipients is an error, and nothing is stored."""
-    server = serve(write_config({"verified_domains": ["example.com"],
-                                 "rule_set": rule_set(STORE)}))  # fmt: skip
+    server = serve(
+        write_config({"verified_domains": ["example.com"], "rule_set": rule_set(STORE)})
+    )
 
     with smtplib.SMTP("127.0.0.1", server.port) as client:
         client.ehlo("client.example")
@@ -95,11 +132,18 @@ def test_no_accepted_recipient_means_no_data(write_config, serve):
     assert code == 503
 
 
-def test_stored_object_is_ses_headers_then_the_bytes_received(write_config, serve, tmp_path):
+def test_stored_object_is_ses_headers_then_the_bytes_received(
+    write_config, serve, tmp_path
+):
     """The object is Return-Path and Received, then the message byte for byte."""
-    server = serve(write_config({"server": {"hostname": "inbound.test"},
-                                 "rule_set": rule_set(STORE)}))  # fmt: skip
-    message = make_message(body="caf\xe9 \u2603\r\nline two", extra=(("X-Odd", "\t tabbed"),))
+    server = serve(
+        write_config(
+            {"server": {"hostname": "inbound.test"}, "rule_set": rule_set(STORE)}
+        )
+    )
+    message = make_message(
+        body="caf\xe9 \u2603\r\nline two", extra=(("X-Odd", "\t tabbed"),)
+    )
 
     sent = send(server.port, message, mail_from="bounce+x@sender.example")
     stored = (tmp_path / "data" / "s3" / "inbound" / sent.message_id).read_bytes()
@@ -111,7 +155,9 @@ def test_stored_object_is_ses_headers_then_the_bytes_received(write_config, serv
     assert lines[1] == "Received: from client.example (client.example [127.0.0.1])"
     assert lines[2] == f" by inbound.test with SMTP id {sent.message_id}"
     assert lines[3] == " for bob@example.com;"
-    assert re.fullmatch(r" \w{3}, \d{2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000 \(UTC\)", lines[4])
+    assert re.fullmatch(
+        r" \w{3}, \d{2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000 \(UTC\)", lines[4]
+    )
 
 
 def test_null_sender_is_accepted(write_config, serve, tmp_path):
@@ -126,27 +172,56 @@ def test_null_sender_is_accepted(write_config, serve, tmp_path):
 
 def test_each_rule_sees_only_the_recipients_it_matches(write_config, serve, tmp_path):
     """A message keeps its accepted recipients; each rule gets its own subset."""
-    config = write_config({"rule_set": rule_set(
-        {"name": "sales", "recipients": ["sales@example.com"],
-         "actions": [{"lambda": {"function_arn": "handlers:record",
-                                 "invocation_type": "RequestResponse"}}]},
-        {"name": "domain", "recipients": ["example.com", ".example.org"],
-         "actions": [{"s3": {"bucket_name": "all"}}]},
-    )})  # fmt: skip
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                {
+                    "name": "sales",
+                    "recipients": ["sales@example.com"],
+                    "actions": [
+                        {
+                            "lambda": {
+                                "function_arn": "handlers:record",
+                                "invocation_type": "RequestResponse",
+                            }
+                        }
+                    ],
+                },
+                {
+                    "name": "domain",
+                    "recipients": ["example.com", ".example.org"],
+                    "actions": [{"s3": {"bucket_name": "all"}}],
+                },
+            )
+        }
+    )
     server = serve(config)
 
-    sent = send(server.port, make_message(), rcpt_tos=[
-        "sales@example.com", "ops@example.com", "a@sub.example.org", "b@example.org",
-    ])  # fmt: skip
+    sent = send(
+        server.port,
+        make_message(),
+        rcpt_tos=[
+            "sales@example.com",
+            "ops@example.com",
+            "a@sub.example.org",
+            "b@example.org",
+        ],
+    )
     trace = read_trace(tmp_path / "data", sent.message_id)
 
     assert sent.rcpt["b@example.org"][0] == 550
     assert trace["envelope"]["rcpt_tos"] == [
-        "sales@example.com", "ops@example.com", "a@sub.example.org"]
+        "sales@example.com",
+        "ops@example.com",
+        "a@sub.example.org",
+    ]
     sales, domain = trace["rules"]
     assert sales["recipients"] == ["sales@example.com"]
     assert domain["recipients"] == [
-        "sales@example.com", "ops@example.com", "a@sub.example.org"]
+        "sales@example.com",
+        "ops@example.com",
+        "a@sub.example.org",
+    ]
 
 
 def test_failed_write_answers_451_and_leaves_nothing(write_config, serve, tmp_path):
@@ -156,6 +231,7 @@ def test_failed_write_answers_451_and_leaves_nothing(write_config, serve, tmp_pa
 
     sent = send(server.port, make_message())
 
-    assert sent.data is not None and sent.data[0] == 451
+    assert sent.data is not None
+    assert sent.data[0] == 451
     assert sent.data[1].startswith("4.3.0 ")
     assert list((tmp_path / "data" / ".tmp").iterdir()) == []

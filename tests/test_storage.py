@@ -11,8 +11,11 @@ from sesrx.storage import DataDir, key_to_relative_path
 
 keys = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
-    min_size=1, max_size=60,
-) | st.lists(st.sampled_from(["", ".", "..", "a", "%2F", "%", "b/c"]), max_size=6).map("/".join)  # fmt: skip
+    min_size=1,
+    max_size=60,
+) | st.lists(st.sampled_from(["", ".", "..", "a", "%2F", "%", "b/c"]), max_size=6).map(
+    "/".join
+)
 
 
 @given(keys)
@@ -43,4 +46,7 @@ def test_object_path_refuses_nothing_ordinary(tmp_path):
     """object_path resolves ordinary keys below the bucket."""
     data = DataDir(tmp_path)
 
-    assert data.object_path("inbound", "mail/id") == tmp_path / "s3" / "inbound" / "mail" / "id"
+    assert (
+        data.object_path("inbound", "mail/id")
+        == tmp_path / "s3" / "inbound" / "mail" / "id"
+    )

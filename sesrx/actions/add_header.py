@@ -9,9 +9,13 @@ from sesrx.message import Header
 __all__ = ["run_add_header"]
 
 
-async def run_add_header(action: AddHeaderAction, context: ActionContext) -> ActionResult:
+async def run_add_header(
+    action: AddHeaderAction, context: ActionContext
+) -> ActionResult:
     """Prepend ``header_name: header_value`` to the message being processed."""
     # SES does not say where the header goes; it goes on top, above SES's
     # own headers, and stays for later rules (reference section 3.5).
     context.delivery.add_header(Header(action.header_name, action.header_value))
-    return ActionResult(detail={"header": f"{action.header_name}: {action.header_value}"})
+    return ActionResult(
+        detail={"header": f"{action.header_name}: {action.header_value}"}
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from sesrx.actions.base import ActionContext, ActionResult
@@ -41,10 +42,10 @@ async def run_lambda(action: LambdaAction, context: ActionContext) -> ActionResu
         context.trace.outcome = invocation.status
         context.trace.error = invocation.error
         context.trace.detail.update(_detail(invocation))
-        try:
+        # A failed trace write has been logged by the writer; the message
+        # itself was answered long ago.
+        with contextlib.suppress(StorageError):
             await context.services.save_trace(delivery)
-        except StorageError:
-            pass  # the trace writer has logged it
 
     invocation = lambdas.event(function, event, message_id, finished)
     return ActionResult(outcome="started", detail=_detail(invocation))
