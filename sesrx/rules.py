@@ -38,10 +38,8 @@ def entry_matches(entry: str, address: str) -> bool:
     "Recipient conditions"). Both sides compare in lower case.
     """
     local, _, domain = address.lower().rpartition("@")
-    if entry.startswith("."):
-        return domain.endswith(entry)
     if "@" not in entry:
-        return domain == entry
+        return domain.endswith(entry) if entry.startswith(".") else domain == entry
 
     entry_local, _, entry_domain = entry.rpartition("@")
     if entry_domain != domain:
