@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aiofiles
 import aiofiles.os
 
 from sesrx.errors import StorageError
@@ -96,28 +95,31 @@ class DataDir:
 
     async def write_atomic(self, path: Path, parts: list[bytes]) -> None:
         """Write ``parts`` to ``path`` through a temporary file and a rename."""
-        temporary = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
-            await aiofiles.os.makedirs(path.parent, exist_ok=True)
-            await self._write(temporary, parts)
-            await aiofiles.os.replace(temporary, path)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            if isinstance(exc, OSError):
-                raise StorageError(f"cannot write {path}: {exc}") from exc
-            raise
+            await _write_atomic(path, parts, self._tmp)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc}") from exc
 
-    async def _write(self, temporary: Path, parts: list[bytes]) -> None:
+
+def _write_atomic_now(path: Path, parts: list[bytes], tmp: Path) -> None:
+    """Write, flush and rename in one go; remove the temporary file on failure."""
+    temporary = tmp / f"{uuid.uuid4().hex}.part"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            stream = await aiofiles.open(temporary, "wb")
+            stream = temporary.open("wb")
         except FileNotFoundError:
             # The data folder was emptied while the server ran.
-            await aiofiles.os.makedirs(self._tmp, exist_ok=True)
-            stream = await aiofiles.open(temporary, "wb")
+            tmp.mkdir(parents=True, exist_ok=True)
+            stream = temporary.open("wb")
+        with stream:
+            stream.writelines(parts)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
-        try:
-            for part in parts:
-                await stream.write(part)
-        finally:
-            await stream.close()
+
+# One trip to a worker thread per file, not one per system call.
+_write_atomic = aiofiles.os.wrap(_write_atomic_now)

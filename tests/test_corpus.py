@@ -7,6 +7,7 @@ client must (smtplib sends bytes unchanged).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,14 @@ from typing import Any
 import pytest
 import yaml
 from conftest import CORPUS
-from helpers import RECORDING_HANDLERS, read_calls, read_trace, rule_set, send
+from helpers import (
+    RECORDING_HANDLERS,
+    make_message,
+    read_calls,
+    read_trace,
+    rule_set,
+    send,
+)
 
 from sesrx.config import load_config
 from sesrx.threaded import ServerThread
@@ -160,3 +168,46 @@ def test_unsigned_corpus_message_is_gray(corpus_server):
     )
 
     assert read_trace(folder / "data", sent.message_id)["verdicts"]["dkim"] == "GRAY"
+
+
+def shape(value: Any) -> Any:
+    """Return the structure of a JSON value: keys and value types, not values."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
+
+@pytest.mark.parametrize(
+    "sample",
+    ["awsdocs-lambda-action-event.derived.json", "powertools-python-sesEvent.json"],
+)
+def test_lambda_event_has_the_shape_of_real_samples(corpus_server, sample):
+    """Our event has the keys and value types of SES's published Lambda events."""
+    server, folder = corpus_server
+    expected = shape(json.loads((CORPUS / "ses-events" / sample).read_text()))
+    message = make_message(extra=(("Cc", "c@example.com"),))
+
+    sent = send(server.port, message)
+    [event] = [
+        c["event"]
+        for c in read_calls(folder)
+        if c["event"]["Records"][0]["ses"]["mail"]["messageId"] == sent.message_id
+    ]
+    got = shape(event)
+
+    record, wanted = got["Records"][0], expected["Records"][0]
+    assert record.keys() == wanted.keys()
+    assert record["ses"]["mail"] == {
+        **wanted["ses"]["mail"],
+        "commonHeaders": record["ses"]["mail"]["commonHeaders"],
+    }
+    common = record["ses"]["mail"]["commonHeaders"]
+    for key, kind in wanted["ses"]["mail"]["commonHeaders"].items():
+        assert common[key] == kind
+    # dmarcPolicy is only present when DMARC fails (reference section 4.3).
+    wanted_receipt = {
+        k: v for k, v in wanted["ses"]["receipt"].items() if k != "dmarcPolicy"
+    }
+    assert record["ses"]["receipt"] == wanted_receipt
