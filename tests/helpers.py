@@ -187,3 +187,18 @@ async def async_stop(event, context):
 def rule_set(*rules: dict[str, Any], name: str = "test-rules") -> dict[str, Any]:
     """Return a ``rule_set`` mapping holding ``rules``."""
     return {"name": name, "rules": list(rules)}
+
+
+def rule(name: str, *actions: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """Return one receipt rule mapping."""
+    return {"name": name, **fields, "actions": list(actions)}
+
+
+def call(function_arn: str, kind: str = "RequestResponse") -> dict[str, Any]:
+    """Return a Lambda action mapping."""
+    return {"lambda": {"function_arn": function_arn, "invocation_type": kind}}
+
+
+def store(bucket: str, **fields: Any) -> dict[str, Any]:
+    """Return an S3 action mapping."""
+    return {"s3": {"bucket_name": bucket, **fields}}

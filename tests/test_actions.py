@@ -6,7 +6,16 @@ import email
 import email.policy
 
 import pytest
-from helpers import make_message, read_calls, read_trace, rule_set, send
+from helpers import (
+    call,
+    make_message,
+    read_calls,
+    read_trace,
+    rule,
+    rule_set,
+    send,
+    store,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +34,7 @@ def test_bounce_of_every_recipient_replaces_the_reply(write_config, serve, tmp_p
     config = write_config(
         {
             "rule_set": rule_set(
-                {"name": "store", "actions": [{"s3": {"bucket_name": "kept"}}]},
+                rule("store", store("kept")),
                 {"name": "bounce", "actions": [BOUNCE]},
             )
         }
@@ -51,7 +60,7 @@ def test_partial_bounce_keeps_250_and_writes_a_dsn(write_config, serve, tmp_path
                     "recipients": ["gone@example.com"],
                     "actions": [BOUNCE],
                 },
-                {"name": "store", "actions": [{"s3": {"bucket_name": "kept"}}]},
+                rule("store", store("kept")),
             )
         }
     )
@@ -122,27 +131,17 @@ def test_added_header_is_seen_by_later_actions_and_rules(write_config, serve, tm
                 {
                     "name": "tag",
                     "actions": [
-                        {"s3": {"bucket_name": "before"}},
+                        store("before"),
                         {
                             "add_header": {
                                 "header_name": "X-Rule",
                                 "header_value": "tag; v=1",
                             }
                         },
-                        {"s3": {"bucket_name": "after"}},
+                        store("after"),
                     ],
                 },
-                {
-                    "name": "later",
-                    "actions": [
-                        {
-                            "lambda": {
-                                "function_arn": "handlers:record",
-                                "invocation_type": "RequestResponse",
-                            }
-                        },
-                    ],
-                },
+                rule("later", call("handlers:record", "RequestResponse")),
             )
         }
     )
@@ -168,10 +167,10 @@ def test_stop_ends_the_rule_set(write_config, serve, tmp_path):
                     "name": "one",
                     "actions": [
                         {"stop": {"scope": "RuleSet"}},
-                        {"s3": {"bucket_name": "one"}},
+                        store("one"),
                     ],
                 },
-                {"name": "two", "actions": [{"s3": {"bucket_name": "two"}}]},
+                rule("two", store("two")),
             )
         }
     )

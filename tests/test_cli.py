@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import make_message, read_calls, rule_set, send
+from helpers import call, make_message, read_calls, rule, rule_set, send, store
 
 SESRX = [sys.executable, "-m", "sesrx"]
 
@@ -60,13 +60,7 @@ def test_check_config_prints_a_summary(tmp_path):
 
 def test_check_config_reports_errors_without_a_traceback(write_config, tmp_path):
     """A bad config names the file and key path, exits 2, and shows no traceback."""
-    path = write_config(
-        {
-            "rule_set": rule_set(
-                {"name": "r", "actions": [{"s3": {"bucket_name": "UPPER"}}]}
-            )
-        }
-    )
+    path = write_config({"rule_set": rule_set(rule("r", store("UPPER")))})
 
     result = run("check-config", str(path))
 
@@ -108,21 +102,7 @@ def test_serve_on_the_embedded_default(tmp_path):
 def test_sigterm_waits_for_running_handlers(write_config, tmp_path):
     """On SIGTERM, a background handler still running is allowed to finish."""
     path = write_config(
-        {
-            "rule_set": rule_set(
-                {
-                    "name": "r",
-                    "actions": [
-                        {
-                            "lambda": {
-                                "function_arn": "handlers:slow",
-                                "invocation_type": "Event",
-                            }
-                        }
-                    ],
-                }
-            )
-        }
+        {"rule_set": rule_set(rule("r", call("handlers:slow", "Event")))}
     )
     server = Serving("--config", str(path), cwd=tmp_path)
 
@@ -160,19 +140,7 @@ def test_handler_output_is_tagged_in_the_log(write_config, tmp_path):
     path = write_config(
         {
             "functions": {"chatty": "handlers:chatty"},
-            "rule_set": rule_set(
-                {
-                    "name": "r",
-                    "actions": [
-                        {
-                            "lambda": {
-                                "function_arn": "chatty",
-                                "invocation_type": "RequestResponse",
-                            }
-                        }
-                    ],
-                }
-            ),
+            "rule_set": rule_set(rule("r", call("chatty", "RequestResponse"))),
         }
     )
     server = Serving("--config", str(path), cwd=tmp_path)

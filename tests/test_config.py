@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import EXAMPLES
-from helpers import rule_set
+from helpers import call, rule, rule_set, store
 
 from sesrx.config import LambdaAction, S3Action, load_config, load_default_config
 from sesrx.errors import ConfigError
 
 ARN_PREFIX = "arn:aws:lambda:us-east-1:123456789012:function:"
 EU_PREFIX = "arn:aws:lambda:eu-west-1:000000000042:function:"
-STORE = {"name": "store", "actions": [{"s3": {"bucket_name": "inbound"}}]}
+STORE = rule("store", store("inbound"))
 
 
 def load(write_config, document: dict) -> object:
@@ -67,11 +67,7 @@ def test_relative_data_dir_is_taken_from_the_config_folder(write_config, tmp_pat
     ("document", "key_path", "words"),
     [
         (
-            {
-                "rule_set": rule_set(
-                    {"name": "r", "actions": [{"s3": {"bucket_name": "Bad_Bucket"}}]}
-                )
-            },
+            {"rule_set": rule_set(rule("r", store("Bad_Bucket")))},
             "rule_set.rules[0].actions[0].s3.bucket_name",
             "bucket name",
         ),
@@ -289,21 +285,7 @@ def test_relative_data_dir_is_taken_from_the_config_folder(write_config, tmp_pat
             "not a key of functions",
         ),
         (
-            {
-                "rule_set": rule_set(
-                    {
-                        "name": "r",
-                        "actions": [
-                            {
-                                "lambda": {
-                                    "function_arn": "handlers:record",
-                                    "invocation_type": "Sync",
-                                }
-                            }
-                        ],
-                    }
-                )
-            },
+            {"rule_set": rule_set(rule("r", call("handlers:record", "Sync")))},
             "rule_set.rules[0].actions[0].lambda.invocation_type",
             "Event, RequestResponse",
         ),

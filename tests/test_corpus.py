@@ -18,11 +18,14 @@ import yaml
 from conftest import CORPUS
 from helpers import (
     RECORDING_HANDLERS,
+    call,
     make_message,
     read_calls,
     read_trace,
+    rule,
     rule_set,
     send,
+    store,
 )
 
 from sesrx.config import load_config
@@ -76,18 +79,7 @@ def corpus_server(tmp_path_factory) -> Iterator[tuple[ServerThread, Path]]:
         {
             "dns": {"txt": keys},
             "rule_set": rule_set(
-                {
-                    "name": "all",
-                    "actions": [
-                        {"s3": {"bucket_name": "corpus"}},
-                        {
-                            "lambda": {
-                                "function_arn": "handlers:record",
-                                "invocation_type": "RequestResponse",
-                            }
-                        },
-                    ],
-                }
+                rule("all", store("corpus"), call("handlers:record", "RequestResponse"))
             ),
         },
     )

@@ -7,17 +7,22 @@ import threading
 import time
 
 import pytest
-from helpers import make_message, read_calls, read_trace, rule_set, send
+from helpers import (
+    call,
+    make_message,
+    read_calls,
+    read_trace,
+    rule,
+    rule_set,
+    send,
+    store,
+)
 
 pytestmark = pytest.mark.e2e
 
 
-def call(name: str, kind: str = "RequestResponse") -> dict:
-    return {"lambda": {"function_arn": f"handlers:{name}", "invocation_type": kind}}
-
-
 ARN = "arn:aws:lambda:eu-west-1:000011112222:function:recorder"
-STORE = {"s3": {"bucket_name": "inbound"}}
+STORE = store("inbound")
 
 
 def test_handler_gets_the_ses_event_and_a_context(write_config, serve, tmp_path):
@@ -26,19 +31,7 @@ def test_handler_gets_the_ses_event_and_a_context(write_config, serve, tmp_path)
         {
             "aws": {"region": "eu-west-1", "account_id": "000011112222"},
             "functions": {"recorder": "handlers:record"},
-            "rule_set": rule_set(
-                {
-                    "name": "r1",
-                    "actions": [
-                        {
-                            "lambda": {
-                                "function_arn": ARN,
-                                "invocation_type": "RequestResponse",
-                            }
-                        }
-                    ],
-                }
-            ),
+            "rule_set": rule_set(rule("r1", call(ARN, "RequestResponse"))),
         }
     )
     server = serve(config)
@@ -118,11 +111,8 @@ def test_request_response_disposition(
     config = write_config(
         {
             "rule_set": rule_set(
-                {
-                    "name": "first",
-                    "actions": [call(handler), {"s3": {"bucket_name": "first-rule"}}],
-                },
-                {"name": "second", "actions": [{"s3": {"bucket_name": "second-rule"}}]},
+                rule("first", call(f"handlers:{handler}"), store("first-rule")),
+                rule("second", store("second-rule")),
             )
         }
     )
@@ -144,19 +134,7 @@ def test_handler_error_is_logged_with_its_traceback(write_config, serve, tmp_pat
     config = write_config(
         {
             "functions": {"broken": "handlers:raises"},
-            "rule_set": rule_set(
-                {
-                    "name": "r",
-                    "actions": [
-                        {
-                            "lambda": {
-                                "function_arn": "broken",
-                                "invocation_type": "RequestResponse",
-                            }
-                        }
-                    ],
-                }
-            ),
+            "rule_set": rule_set(rule("r", call("handlers:broken", "RequestResponse"))),
         }
     )
     server = serve(config)
@@ -176,7 +154,9 @@ def test_timeout_counts_as_continue(write_config, serve, tmp_path):
     config = write_config(
         {
             "server": {"lambda_timeout": 0.3},
-            "rule_set": rule_set({"name": "r", "actions": [call("slow"), STORE]}),
+            "rule_set": rule_set(
+                {"name": "r", "actions": [call("handlers:slow"), STORE]}
+            ),
         }
     )
     server = serve(config)
@@ -195,7 +175,11 @@ def test_timeout_counts_as_continue(write_config, serve, tmp_path):
 def test_event_invocation_runs_in_the_background(write_config, serve, tmp_path):
     """An Event call does not delay the reply and its disposition is ignored."""
     config = write_config(
-        {"rule_set": rule_set({"name": "r", "actions": [call("slow", "Event"), STORE]})}
+        {
+            "rule_set": rule_set(
+                {"name": "r", "actions": [call("handlers:slow", "Event"), STORE]}
+            )
+        }
     )
     server = serve(config)
 
@@ -218,11 +202,7 @@ def test_blocking_handler_does_not_stall_other_sessions(write_config, serve, tmp
     config = write_config(
         {
             "rule_set": rule_set(
-                {
-                    "name": "slow",
-                    "recipients": ["slow@example.com"],
-                    "actions": [call("slow")],
-                },
+                rule("slow", call("handlers:slow"), recipients=["slow@example.com"]),
                 {
                     "name": "fast",
                     "recipients": ["fast@example.com"],
@@ -256,19 +236,7 @@ def test_printed_and_logged_output_goes_to_the_function_log(
     config = write_config(
         {
             "functions": {"chatty": "handlers:chatty"},
-            "rule_set": rule_set(
-                {
-                    "name": "r",
-                    "actions": [
-                        {
-                            "lambda": {
-                                "function_arn": "chatty",
-                                "invocation_type": "RequestResponse",
-                            }
-                        }
-                    ],
-                }
-            ),
+            "rule_set": rule_set(rule("r", call("handlers:chatty", "RequestResponse"))),
         }
     )
     server = serve(config)
@@ -297,14 +265,14 @@ def test_each_handler_gets_its_own_copy_of_the_event(write_config, serve, tmp_pa
                 {
                     "name": "r",
                     "actions": [
-                        call("record"),
+                        call("handlers:record"),
                         {
                             "add_header": {
                                 "header_name": "X-Seen",
                                 "header_value": "yes",
                             }
                         },
-                        call("record"),
+                        call("handlers:record"),
                     ],
                 }
             )

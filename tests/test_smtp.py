@@ -7,11 +7,11 @@ import smtplib
 import socket
 
 import pytest
-from helpers import make_message, read_trace, rule_set, send
+from helpers import call, make_message, read_trace, rule, rule_set, send, store
 
 pytestmark = pytest.mark.e2e
 
-STORE = {"name": "store", "actions": [{"s3": {"bucket_name": "inbound"}}]}
+STORE = rule("store", store("inbound"))
 
 
 def test_accepted_message_gets_a_ses_style_id(write_config, serve, tmp_path):
@@ -46,22 +46,14 @@ def test_unmatched_and_unverified_recipients_get_550(write_config, serve):
         {
             "verified_domains": ["example.com"],
             "rule_set": rule_set(
-                {
-                    "name": "sales",
-                    "recipients": ["sales@example.com"],
-                    "actions": [{"s3": {"bucket_name": "box1"}}],
-                },
+                rule("sales", store("box1"), recipients=["sales@example.com"]),
                 {
                     "name": "off",
                     "enabled": False,
                     "recipients": ["off@example.com"],
-                    "actions": [{"s3": {"bucket_name": "box1"}}],
+                    "actions": [store("box1")],
                 },
-                {
-                    "name": "other",
-                    "recipients": ["other.test"],
-                    "actions": [{"s3": {"bucket_name": "box1"}}],
-                },
+                rule("other", store("box1"), recipients=["other.test"]),
             ),
         }
     )
@@ -102,7 +94,7 @@ def test_tls_required_recipient_is_refused_on_a_plain_session(write_config, serv
                     "name": "secure",
                     "recipients": ["vault@example.com"],
                     "tls_policy": "Require",
-                    "actions": [{"s3": {"bucket_name": "box1"}}],
+                    "actions": [store("box1")],
                 },
                 STORE,
             )
@@ -175,23 +167,14 @@ def test_each_rule_sees_only_the_recipients_it_matches(write_config, serve, tmp_
     config = write_config(
         {
             "rule_set": rule_set(
-                {
-                    "name": "sales",
-                    "recipients": ["sales@example.com"],
-                    "actions": [
-                        {
-                            "lambda": {
-                                "function_arn": "handlers:record",
-                                "invocation_type": "RequestResponse",
-                            }
-                        }
-                    ],
-                },
-                {
-                    "name": "domain",
-                    "recipients": ["example.com", ".example.org"],
-                    "actions": [{"s3": {"bucket_name": "all"}}],
-                },
+                rule(
+                    "sales",
+                    call("handlers:record", "RequestResponse"),
+                    recipients=["sales@example.com"],
+                ),
+                rule(
+                    "domain", store("all"), recipients=["example.com", ".example.org"]
+                ),
             )
         }
     )
