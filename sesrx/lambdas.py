@@ -128,6 +128,17 @@ class LambdaRuntime:
         _, pending = await asyncio.wait(set(self._background), timeout=timeout)
         return not pending
 
+    async def abandon(self) -> None:
+        """Cancel the background invocations still waiting on a handler.
+
+        A plain handler's thread cannot be stopped; it is a daemon thread
+        and its result is dropped.
+        """
+        pending = list(self._background)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     def close(self) -> None:
         """Close the function log files."""
         for sink in self._logs.values():

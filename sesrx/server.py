@@ -68,10 +68,11 @@ class Server:
 
         if not await self.lambdas.drain(grace):
             log.warning(
-                "%d Lambda handlers still running after %g s; leaving them",
+                "%d Lambda handlers still running after %g s; abandoning them",
                 self.lambdas.running,
                 grace,
             )
+            await self.lambdas.abandon()
         self.lambdas.close()
         Capture.uninstall()
 

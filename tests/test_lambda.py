@@ -31,7 +31,7 @@ def test_handler_gets_the_ses_event_and_a_context(write_config, serve, tmp_path)
         {
             "aws": {"region": "eu-west-1", "account_id": "000011112222"},
             "functions": {"recorder": "handlers:record"},
-            "rule_set": rule_set(rule("r1", call(ARN, "RequestResponse"))),
+            "rule_set": rule_set(rule("r1", call(ARN))),
         }
     )
     server = serve(config)
@@ -134,7 +134,7 @@ def test_handler_error_is_logged_with_its_traceback(write_config, serve, tmp_pat
     config = write_config(
         {
             "functions": {"broken": "handlers:raises"},
-            "rule_set": rule_set(rule("r", call("handlers:broken", "RequestResponse"))),
+            "rule_set": rule_set(rule("r", call("broken"))),
         }
     )
     server = serve(config)
@@ -154,9 +154,7 @@ def test_timeout_counts_as_continue(write_config, serve, tmp_path):
     config = write_config(
         {
             "server": {"lambda_timeout": 0.3},
-            "rule_set": rule_set(
-                {"name": "r", "actions": [call("handlers:slow"), STORE]}
-            ),
+            "rule_set": rule_set(rule("r", call("handlers:slow"), STORE)),
         }
     )
     server = serve(config)
@@ -175,11 +173,7 @@ def test_timeout_counts_as_continue(write_config, serve, tmp_path):
 def test_event_invocation_runs_in_the_background(write_config, serve, tmp_path):
     """An Event call does not delay the reply and its disposition is ignored."""
     config = write_config(
-        {
-            "rule_set": rule_set(
-                {"name": "r", "actions": [call("handlers:slow", "Event"), STORE]}
-            )
-        }
+        {"rule_set": rule_set(rule("r", call("handlers:slow", "Event"), STORE))}
     )
     server = serve(config)
 
@@ -236,7 +230,7 @@ def test_printed_and_logged_output_goes_to_the_function_log(
     config = write_config(
         {
             "functions": {"chatty": "handlers:chatty"},
-            "rule_set": rule_set(rule("r", call("handlers:chatty", "RequestResponse"))),
+            "rule_set": rule_set(rule("r", call("chatty"))),
         }
     )
     server = serve(config)
