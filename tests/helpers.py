@@ -177,6 +177,12 @@ def chatty(event, context):
     _record("chatty", event, context)
 
 
+def forever(event, context):
+    _record("forever", event, context)
+    import threading
+    threading.Event().wait()
+
+
 async def async_stop(event, context):
     await asyncio.sleep(0.05)
     _record("async_stop", event, context)

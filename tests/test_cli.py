@@ -115,6 +115,25 @@ def test_sigterm_waits_for_running_handlers(write_config, tmp_path):
     assert time.monotonic() - started < 10
 
 
+def test_sigterm_abandons_handlers_after_the_grace_period(write_config, tmp_path):
+    """A handler that never returns does not keep the server from exiting."""
+    path = write_config(
+        {
+            "server": {"grace_period": 0.5},
+            "rule_set": rule_set(rule("r", call("handlers:forever", "Event"))),
+        }
+    )
+    server = Serving("--config", str(path), cwd=tmp_path)
+
+    send(server.port, make_message())
+    started = time.monotonic()
+    code, log = server.terminate()
+
+    assert code == 0
+    assert time.monotonic() - started < 5
+    assert "1 Lambda handlers still running after 0.5 s; abandoning them" in log
+
+
 def test_busy_port_exits_1(tmp_path):
     """A port in use is reported and the exit code is 1."""
     with socket.socket() as taken:
