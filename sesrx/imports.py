@@ -1,14 +1,23 @@
-"""Import Lambda handlers named as ``module:attribute`` strings."""
+"""Import Lambda handlers named as ``module:attribute`` strings.
+
+A handler module is looked for in the configuration file's folder first,
+and loaded from there explicitly; the folder is then added to the end of
+``sys.path`` so that a handler's own ``import helpers`` of a sibling works.
+Putting it at the front instead would let any ``json.py`` beside a config
+shadow the standard library for the whole process.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HandlerImportError", "import_callable"]
+__all__ = ["Handler", "HandlerImportError", "import_callable"]
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -18,15 +27,16 @@ class HandlerImportError(Exception):
 
 
 def import_callable(spec: str, base_dir: Path) -> Handler:
-    """Import ``module:attribute`` with ``base_dir`` first on the path."""
+    """Import ``module:attribute``, preferring modules beside the config."""
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
         raise HandlerImportError(f"expected 'module:attribute', got {spec!r}")
 
-    _put_first_on_path(base_dir)
-    _forget_if_shadowed(module_name.split(".")[0], base_dir)
     try:
+        _load_local_top(module_name.split(".")[0], base_dir)
         module = importlib.import_module(module_name)
+    except HandlerImportError:
+        raise
     except ImportError as exc:
         problem = f"cannot import module {module_name!r}: {exc}"
         raise HandlerImportError(problem) from exc
@@ -34,47 +44,62 @@ def import_callable(spec: str, base_dir: Path) -> Handler:
         problem = f"importing {module_name!r} raised {type(exc).__name__}: {exc}"
         raise HandlerImportError(problem) from exc
 
-    target: Any = module
-    for part in attr_path.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError as exc:
-            problem = f"module {module_name!r} has no attribute {attr_path!r}"
-            raise HandlerImportError(problem) from exc
-
+    target = _attribute(module, module_name, attr_path)
     if not callable(target):
         raise HandlerImportError(f"{spec!r} is not callable")
     handler: Handler = target
     return handler
 
 
-def _put_first_on_path(folder: Path) -> None:
-    entry = str(folder)
-    if sys.path[:1] != [entry]:
-        if entry in sys.path:
-            sys.path.remove(entry)
-        sys.path.insert(0, entry)
+def _attribute(module: Any, module_name: str, attr_path: str) -> Any:
+    target = module
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as exc:
+            problem = f"module {module_name!r} has no attribute {attr_path!r}"
+            raise HandlerImportError(problem) from exc
+    return target
 
 
-def _forget_if_shadowed(top: str, base_dir: Path) -> None:
-    """Drop a cached module of this name that came from another folder.
+def _load_local_top(top: str, base_dir: Path) -> None:
+    """Load the top-level module ``top`` from ``base_dir`` if it is there."""
+    folder = str(base_dir)
+    if folder not in sys.path:
+        sys.path.append(folder)
 
-    Two configurations may each keep a ``lambdas`` package beside them; the
-    one being loaded must get its own, not the first one imported.
-    """
-    cached = sys.modules.get(top)
-    local = base_dir / top
-    if cached is None or not (local.is_dir() or local.with_suffix(".py").is_file()):
+    found = importlib.machinery.PathFinder.find_spec(top, [folder])
+    if found is None or found.loader is None:
         return
-    origin = getattr(cached, "__file__", None)
-    if origin:
-        found = Path(origin).resolve()
-        if (
-            found.is_relative_to(local.resolve())
-            or found == local.with_suffix(".py").resolve()
-        ):
-            return
+    if top in sys.stdlib_module_names:
+        raise HandlerImportError(
+            f"{found.origin or top} has the name of Python's standard library "
+            f"module {top!r}; rename it"
+        )
 
+    cached = sys.modules.get(top)
+    if cached is not None and _same_origin(cached, found):
+        return
+    # Another configuration's module of the same name, or an installed one:
+    # this configuration gets its own.
     for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
         del sys.modules[name]
-    importlib.invalidate_caches()
+
+    module = importlib.util.module_from_spec(found)
+    sys.modules[top] = module
+    try:
+        found.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[top]
+        raise
+
+
+def _same_origin(module: Any, found: importlib.machinery.ModuleSpec) -> bool:
+    spec = getattr(module, "__spec__", None)
+    if spec is None:
+        return False
+    if found.submodule_search_locations is not None:
+        return list(spec.submodule_search_locations or []) == list(
+            found.submodule_search_locations
+        )
+    return bool(spec.origin == found.origin)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 from pathlib import Path
 
 import pytest
@@ -412,3 +414,28 @@ def test_same_module_name_in_two_config_folders(tmp_path):
     results = [load_config(p).functions["f"].handler({}, None) for p in paths]
 
     assert results == ["one", "two"]
+
+
+def test_handler_named_like_a_standard_module_is_refused(write_config, tmp_path):
+    """email.py beside the config cannot take the place of the email package."""
+    (tmp_path / "email.py").write_text("def handler(e, c):\n    return None\n")
+
+    document = {"functions": {"f": "email:handler"}, "rule_set": rule_set(STORE)}
+    error = error_of(write_config, document)
+
+    assert error.key_path == "functions.f"
+    assert "standard library module 'email'" in error.problem
+    assert importlib.import_module("email.generator")
+
+
+def test_files_beside_the_config_do_not_shadow_the_standard_library(
+    write_config, tmp_path
+):
+    """A json.py next to the config does not replace the json module."""
+    (tmp_path / "json.py").write_text("raise RuntimeError('not the real json')\n")
+    load(
+        write_config,
+        {"functions": {"f": "handlers:record"}, "rule_set": rule_set(STORE)},
+    )
+
+    assert importlib.reload(json).dumps([1]) == "[1]"
