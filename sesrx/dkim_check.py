@@ -77,12 +77,37 @@ def _verify_one(
         "selector": tags.get("s", ""),
         "algorithm": tags.get("a", ""),
     }
+    reasons = _Reasons()
     try:
-        ok = dkim.DKIM(raw).verify(idx=index, dnsfunc=lookup)
-    except dkim.DnsTimeoutError as exc:
-        return SignatureResult(**found, result="temperror", reason=str(exc))
+        ok = dkim.DKIM(raw, logger=reasons).verify(idx=index, dnsfunc=lookup)
+    except dkim.ValidationError as exc:
+        return SignatureResult(**found, result="fail", reason=str(exc))
     except Exception as exc:  # dkimpy raises many kinds on malformed input
-        log.debug("DKIM signature %d of d=%s: %s", index, found["domain"], exc)
         return SignatureResult(**found, result="permerror", reason=str(exc))
 
-    return SignatureResult(**found, result="pass" if ok else "fail")
+    if ok:
+        return SignatureResult(**found, result="pass")
+    if reasons.errors:
+        # dkimpy reports key problems (no key, a bad key, a DNS time-out)
+        # through its logger and returns False.
+        reason = reasons.errors[-1]
+        kind = "temperror" if reason.startswith("DnsTimeoutError") else "permerror"
+        return SignatureResult(**found, result=kind, reason=reason)
+    return SignatureResult(**found, result="fail", reason="signature did not verify")
+
+
+class _Reasons:
+    """Stand in for dkimpy's logger; keep the errors it reports."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def error(self, message: str, *args: object) -> None:
+        text = message % args if args else message
+        self.errors.append(text.replace("b'", "'"))
+        log.debug("dkimpy: %s", text)
+
+    def debug(self, message: str, *args: object) -> None:
+        """Drop dkimpy's debug output."""
+
+    info = warning = debug

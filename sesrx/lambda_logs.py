@@ -78,7 +78,8 @@ class InvocationLog:
         if "\n" not in text:
             return
         lines = "".join(self._partial).split("\n")
-        self._partial = [lines.pop()] if lines[-1] else []
+        unfinished = lines.pop()
+        self._partial = [unfinished] if unfinished else []
         for line in lines:
             self.sink.write(self.request_id, line)
             log.info("%s", line)

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import RECORDING_HANDLERS
 
 from sesrx.config import Config, load_config
 from sesrx.threaded import ServerThread
+
+from helpers import RECORDING_HANDLERS
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "examples"

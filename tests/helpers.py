@@ -175,6 +175,7 @@ def chatty(event, context):
     print("printed", "line two")
     logging.getLogger("my.handler").warning("logged warning %s", 42)
     _record("chatty", event, context)
+    print("tail without a line break", end="")
 
 
 def forever(event, context):

@@ -6,6 +6,7 @@ import email
 import email.policy
 
 import pytest
+
 from helpers import (
     call,
     make_message,

@@ -170,3 +170,4 @@ def test_handler_output_is_tagged_in_the_log(write_config, tmp_path):
 
     assert f"sesrx.lambda [chatty {request_id}]: printed line one" in log
     assert f"my.handler [chatty {request_id}]: logged warning 42" in log
+    assert f"[chatty {request_id}]: \n" not in log

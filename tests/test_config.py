@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EXAMPLES
-from helpers import call, rule, rule_set, store
 
 from sesrx.config import LambdaAction, S3Action, load_config, load_default_config
 from sesrx.errors import ConfigError
+
+from conftest import EXAMPLES
+from helpers import call, rule, rule_set, store
 
 ARN_PREFIX = "arn:aws:lambda:us-east-1:123456789012:function:"
 EU_PREFIX = "arn:aws:lambda:eu-west-1:000000000042:function:"

@@ -15,6 +15,10 @@ from typing import Any
 
 import pytest
 import yaml
+
+from sesrx.config import load_config
+from sesrx.threaded import ServerThread
+
 from conftest import CORPUS
 from helpers import (
     RECORDING_HANDLERS,
@@ -27,9 +31,6 @@ from helpers import (
     send,
     store,
 )
-
-from sesrx.config import load_config
-from sesrx.threaded import ServerThread
 
 pytestmark = pytest.mark.e2e
 

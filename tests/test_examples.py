@@ -13,11 +13,12 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
-from conftest import EXAMPLES
-from helpers import DkimKey, make_message, read_trace, send
 
 from sesrx.config import load_config
 from sesrx.threaded import ServerThread
+
+from conftest import EXAMPLES
+from helpers import DkimKey, make_message, read_trace, send
 
 pytestmark = pytest.mark.e2e
 

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+
 from helpers import (
     call,
     make_message,
@@ -244,6 +245,8 @@ def test_printed_and_logged_output_goes_to_the_function_log(
         line.split("\t", 2)[2] for line in lines if line.split("\t")[1] == request_id
     ]
     assert texts[0] == f"START RequestId: {request_id} Version: $LATEST"
+    assert "" not in texts
+    assert texts[-3] == "tail without a line break"
     assert "printed line one" in texts
     assert "printed line two" in texts
     assert "[WARNING]\tlogged warning 42" in "\n".join(texts)

@@ -7,6 +7,7 @@ import smtplib
 import socket
 
 import pytest
+
 from helpers import call, make_message, read_trace, rule, rule_set, send, store
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,72 @@
+"""DKIM verdicts and the result of each signature, without SMTP."""
+
+from __future__ import annotations
+
+from sesrx.dkim_check import verify_dkim
+from sesrx.message import parse_headers
+
+from helpers import DkimKey, make_message
+
+
+def check(raw: bytes, zone: dict[str, str]):
+    signatures = [h.value for h in parse_headers(raw) if h.name == "DKIM-Signature"]
+    return verify_dkim(raw, zone, signatures)
+
+
+def test_valid_signature_passes():
+    """A signature made with the key in the zone gives PASS."""
+    key = DkimKey()
+
+    result = check(key.sign(make_message()), {key.record_name: key.txt})
+
+    assert result.verdict == "PASS"
+    [signature] = result.signatures
+    assert (signature.domain, signature.selector) == ("sender.example", "sel1")
+    assert signature.algorithm == "ed25519-sha256"
+
+
+def test_altered_body_fails_with_the_reason():
+    """A body changed after signing gives FAIL, and the reason says why."""
+    key = DkimKey()
+    raw = key.sign(make_message()).replace(b"Hi Bob.", b"Hi Bob!")
+
+    result = check(raw, {key.record_name: key.txt})
+
+    assert result.verdict == "FAIL"
+    assert result.signatures[0].result == "fail"
+    assert "body hash mismatch" in result.signatures[0].reason
+
+
+def test_missing_key_is_a_permanent_error():
+    """A signature whose key is not in the zone is a permerror and a FAIL verdict."""
+    result = check(DkimKey().sign(make_message()), {})
+
+    assert result.verdict == "FAIL"
+    assert result.signatures[0].result == "permerror"
+    assert "missing public key" in result.signatures[0].reason
+
+
+def test_one_good_signature_among_bad_ones_passes():
+    """PASS needs only one signature that verifies."""
+    good, unknown = DkimKey(selector="good"), DkimKey(selector="gone")
+    raw = unknown.sign(good.sign(make_message()))
+
+    result = check(raw, {good.record_name: good.txt})
+
+    assert result.verdict == "PASS"
+    assert [s.result for s in result.signatures] == ["permerror", "pass"]
+
+
+def test_garbage_signature_header_does_not_raise():
+    """A DKIM-Signature that is not a tag list is an error for that signature only."""
+    raw = b"DKIM-Signature: \\x00nonsense;;; ===\r\n" + make_message()
+
+    result = check(raw, {})
+
+    assert result.verdict == "FAIL"
+    assert result.signatures[0].result == "permerror"
+
+
+def test_unsigned_message_is_gray():
+    """No DKIM-Signature at all gives GRAY."""
+    assert check(make_message(), {}).verdict == "GRAY"
