@@ -19,7 +19,7 @@ from sesrx.config import Config, load_config, load_default_config
 from sesrx.errors import ConfigError, SesrxError
 from sesrx.lambda_logs import InvocationTag
 from sesrx.server import Server
-from sesrx.summary import describe
+from sesrx.summary import describe, warnings
 
 __all__ = ["main"]
 
@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.path)
     print(describe(config))
+    for warning in warnings(config):
+        print(f"warning: {warning}")
     return EXIT_OK
 
 
@@ -112,7 +114,7 @@ def _log_start(server: Server) -> None:
     log.info(
         "sesrx %s listening on %s\n"
         "  config:    %s\n"
-        "  rule set:  %s (%d rules)\n"
+        "  rule set:  %s (%d rule%s)\n"
         "  data:      %s\n"
         "  press Ctrl+C to stop",
         __version__,
@@ -120,8 +122,11 @@ def _log_start(server: Server) -> None:
         config.source_name,
         config.rule_set.name,
         len(config.rule_set.rules),
+        "" if len(config.rule_set.rules) == 1 else "s",
         config.data_dir.resolve(),
     )
+    for warning in warnings(config):
+        log.warning("%s", warning)
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-__all__ = ["Disposition", "disposition_of"]
+__all__ = ["Disposition", "disposition_of", "unknown_disposition"]
 
 
 class Disposition(enum.Enum):
@@ -31,3 +31,12 @@ def disposition_of(result: Any) -> Disposition:
             except ValueError:
                 pass
     return Disposition.CONTINUE
+
+
+def unknown_disposition(result: Any) -> str | None:
+    """Return a ``disposition`` value that is given but means nothing to SES."""
+    if not isinstance(result, dict) or "disposition" not in result:
+        return None
+    value = result["disposition"]
+    known = isinstance(value, str) and value.strip().upper() in Disposition.__members__
+    return None if known else repr(value)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sesrx.config import Function
-from sesrx.disposition import Disposition, disposition_of
+from sesrx.disposition import Disposition, disposition_of, unknown_disposition
 from sesrx.lambda_logs import Capture, FunctionLog, InvocationLog, capture
 from sesrx.storage import DataDir
 
@@ -71,6 +71,7 @@ class Invocation:
     duration_ms: float | None = None
     disposition: str | None = None
     error: str | None = None
+    note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the invocation as JSON-ready data."""
@@ -99,6 +100,13 @@ class LambdaRuntime:
         disposition = disposition_of(result)
         if invocation.status == "ok":
             invocation.disposition = disposition.value
+        unknown = unknown_disposition(result)
+        if unknown:
+            # SES reads any other value as CONTINUE; a typo deserves a word.
+            invocation.note = f"unknown disposition {unknown} read as CONTINUE"
+            log.warning(
+                "%s handler %s returned %s", message_id, function.name, invocation.note
+            )
         return disposition, invocation
 
     def event(

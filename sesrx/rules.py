@@ -18,6 +18,7 @@ __all__ = [
     "entry_matches",
     "is_verified",
     "recipient_reply",
+    "refusal_reason",
     "rule_recipients",
     "run_rule_set",
 ]
@@ -89,6 +90,19 @@ def recipient_reply(
     if not tls and any(rule.tls_policy == "Require" for rule in rules):
         return REPLY_TLS_REQUIRED
     return None
+
+
+def refusal_reason(
+    rule_set: RuleSet, verified: tuple[str, ...] | None, address: str, tls: bool
+) -> str:
+    """Say, for the log, why ``recipient_reply`` refused an address."""
+    if "@" not in address:
+        return "not an address"
+    if not is_verified(address, verified):
+        return "its domain is not in verified_domains"
+    if recipient_reply(rule_set, verified, address, tls) == REPLY_TLS_REQUIRED:
+        return "a matching rule has tls_policy Require and the session has no TLS"
+    return "no enabled rule matches it"
 
 
 async def run_rule_set(

@@ -14,7 +14,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from sesrx.pipeline import REPLY_RETRY, Arrival, Pipeline
-from sesrx.rules import recipient_reply
+from sesrx.rules import recipient_reply, refusal_reason
 
 __all__ = ["SesHandler", "SesSMTP"]
 
@@ -57,11 +57,15 @@ class SesHandler:
     ) -> str:
         """Accept a recipient that an enabled rule of the rule set matches."""
         config = self.pipeline.config
+        tls = session.ssl is not None
         refusal = recipient_reply(
-            config.rule_set, config.verified_domains, address, session.ssl is not None
+            config.rule_set, config.verified_domains, address, tls
         )
         if refusal:
-            log.info("%s refused RCPT TO:<%s>: %s", _peer(session), address, refusal)
+            reason = refusal_reason(
+                config.rule_set, config.verified_domains, address, tls
+            )
+            log.info("%s refused RCPT TO:<%s>: %s", _peer(session), address, reason)
             return refusal
 
         envelope.rcpt_tos.append(address)

@@ -11,8 +11,9 @@ from sesrx.config import (
     S3Action,
     StopAction,
 )
+from sesrx.rules import is_verified
 
-__all__ = ["describe"]
+__all__ = ["describe", "warnings"]
 
 
 def describe(config: Config) -> str:
@@ -29,7 +30,7 @@ def describe(config: Config) -> str:
         f"data:        {config.data_dir}",
         f"verified:    {domains}",
         f"bounce mode: {server.bounce_mode}",
-        f"rule set:    {config.rule_set.name} ({len(config.rule_set.rules)} rules)",
+        f"rule set:    {config.rule_set.name} ({_rules(len(config.rule_set.rules))})",
     ]
     for number, rule in enumerate(config.rule_set.rules, start=1):
         state = "" if rule.enabled else " (disabled)"
@@ -39,6 +40,10 @@ def describe(config: Config) -> str:
         lines += [f"       - {_action(action)}" for action in rule.actions]
 
     return "\n".join(lines)
+
+
+def _rules(count: int) -> str:
+    return "1 rule" if count == 1 else f"{count} rules"
 
 
 def _action(action: Action) -> str:
@@ -54,3 +59,20 @@ def _action(action: Action) -> str:
     if isinstance(action, StopAction):
         return "Stop"
     raise TypeError(f"unknown action {action!r}")
+
+
+def warnings(config: Config) -> list[str]:
+    """Return what loads but will not work as the author probably meant."""
+    found = []
+    verified = config.verified_domains
+    for number, rule in enumerate(config.rule_set.rules):
+        for index, entry in enumerate(rule.recipients):
+            domain = entry.rpartition("@")[2].lstrip(".")
+            if verified is not None and not is_verified("x@" + domain, verified):
+                found.append(
+                    f"rule_set.rules[{number}].recipients[{index}]: {entry} is not "
+                    "in a verified domain, so mail to it is refused"
+                )
+    if verified is not None and not verified:
+        found.append("verified_domains is empty, so every recipient is refused")
+    return found

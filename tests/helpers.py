@@ -158,6 +158,11 @@ def stop_rule_set(event, context):
     return {"Disposition": "x", "disposition": "Stop_Rule_Set"}
 
 
+def typo(event, context):
+    _record("typo", event, context)
+    return {"disposition": "STOP"}
+
+
 def raises(event, context):
     _record("raises", event, context)
     raise RuntimeError("handler failed on purpose")

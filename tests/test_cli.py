@@ -58,6 +58,24 @@ def test_check_config_prints_a_summary(tmp_path):
     assert "S3 s3://support-mail/tickets/<messageId>" in result.stdout
 
 
+def test_check_config_warns_about_unverified_recipients(write_config):
+    """A rule for a domain outside verified_domains loads, with a warning."""
+    path = write_config(
+        {
+            "verified_domains": ["acme.example"],
+            "rule_set": rule_set(rule("r", store("box1"), recipients=["o@acme.test"])),
+        }
+    )
+
+    result = run("check-config", str(path))
+
+    assert result.returncode == 0
+    assert (
+        "warning: rule_set.rules[0].recipients[0]: o@acme.test is not in a "
+        "verified domain, so mail to it is refused"
+    ) in result.stdout
+
+
 def test_check_config_reports_errors_without_a_traceback(write_config, tmp_path):
     """A bad config names the file and key path, exits 2, and shows no traceback."""
     path = write_config({"rule_set": rule_set(rule("r", store("UPPER")))})
@@ -90,7 +108,7 @@ def test_serve_on_the_embedded_default(tmp_path):
 
     banner = "".join(server.banner)
     assert "config:    (embedded default)" in banner
-    assert "rule set:  default-rule-set (1 rules)" in banner
+    assert "rule set:  default-rule-set (1 rule)" in banner
     assert f"data:      {tmp_path / 'sesrx-data'}" in banner
     assert re.search(r"sesrx \d+\.\d+\.\d+ listening on", banner)
     assert (tmp_path / "sesrx-data" / "s3" / "inbound" / sent.message_id).is_file()

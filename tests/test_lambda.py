@@ -289,3 +289,22 @@ def test_each_handler_gets_its_own_copy_of_the_event(write_config, serve, tmp_pa
     assert "X-Seen" not in first_names
     assert second_names[0] == "X-Seen"
     assert json.dumps(first["event"]) != json.dumps(second["event"])
+
+
+def test_unknown_disposition_continues_with_a_note(write_config, serve, tmp_path):
+    """A disposition SES does not know counts as CONTINUE, and the trace says so."""
+    config = write_config(
+        {"rule_set": rule_set(rule("r", call("handlers:typo"), STORE))}
+    )
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+    lambda_action, s3_action = read_trace(tmp_path / "data", sent.message_id)["rules"][
+        0
+    ]["actions"]
+
+    assert lambda_action["disposition"] == "CONTINUE"
+    assert (
+        lambda_action["detail"]["note"] == "unknown disposition 'STOP' read as CONTINUE"
+    )
+    assert s3_action["outcome"] == "ok"

@@ -219,3 +219,34 @@ def test_failed_write_answers_451_and_leaves_nothing(write_config, serve, tmp_pa
     assert sent.data[0] == 451
     assert sent.data[1].startswith("4.3.0 ")
     assert list((tmp_path / "data" / ".tmp").iterdir()) == []
+
+
+def test_refusals_are_logged_with_their_reason(write_config, serve, caplog):
+    """The log says why a recipient was refused: domain, rule or TLS."""
+    config = write_config(
+        {
+            "verified_domains": ["example.com"],
+            "rule_set": rule_set(
+                rule("sales", store("box1"), recipients=["sales@example.com"]),
+                rule(
+                    "vault",
+                    store("box1"),
+                    recipients=["vault@example.com"],
+                    tls_policy="Require",
+                ),
+            ),
+        }
+    )
+    server = serve(config)
+    caplog.set_level("INFO", logger="sesrx.smtp")
+
+    send(
+        server.port,
+        make_message(),
+        rcpt_tos=["a@example.org", "bob@example.com", "vault@example.com"],
+    )
+
+    text = caplog.text
+    assert "RCPT TO:<a@example.org>: its domain is not in verified_domains" in text
+    assert "RCPT TO:<bob@example.com>: no enabled rule matches it" in text
+    assert "RCPT TO:<vault@example.com>: a matching rule has tls_policy Require" in text

@@ -52,9 +52,12 @@ async def run_lambda(action: LambdaAction, context: ActionContext) -> ActionResu
 
 
 def _detail(invocation: Invocation) -> dict[str, Any]:
-    return {
+    detail = {
         "function_name": invocation.function_name,
         "request_id": invocation.request_id,
         "invocation_type": invocation.invocation_type,
         "handler_duration_ms": invocation.duration_ms,
     }
+    if invocation.note:
+        detail["note"] = invocation.note
+    return detail
