@@ -440,3 +440,31 @@ def test_files_beside_the_config_do_not_shadow_the_standard_library(
     )
 
     assert importlib.reload(json).dumps([1]) == "[1]"
+
+
+def test_a_key_given_twice_is_an_error(tmp_path):
+    """YAML would keep the last of two equal keys; sesrx refuses the file."""
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "rule_set:\n  name: a\n  rules:\n    - name: r\n      actions:\n"
+        "        - s3: {bucket_name: abc, bucket_name: other}\n"
+    )
+
+    with pytest.raises(
+        ConfigError, match="line 6, column 34: duplicate key 'bucket_name'"
+    ):
+        load_config(path)
+
+
+def test_merge_keys_may_be_overridden(tmp_path):
+    """An explicit key beside a YAML merge key is not a duplicate."""
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "rule_set:\n  name: a\n  rules:\n    - name: r\n      actions:\n"
+        "        - s3: &base {bucket_name: first, object_key_prefix: mail/}\n"
+        "        - s3: {<<: *base, bucket_name: second}\n"
+    )
+
+    actions = load_config(path).rule_set.rules[0].actions
+
+    assert actions[1] == S3Action(bucket_name="second", object_key_prefix="mail/")
