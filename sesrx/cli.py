@@ -75,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         asyncio.run(_run(config))
-    except (OSError, SesrxError) as exc:
+    except SesrxError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_START
     return EXIT_OK

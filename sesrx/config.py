@@ -490,6 +490,10 @@ def _function(
         return functions[reference]
 
     arn = _LAMBDA_ARN.fullmatch(reference)
+    if arn and arn["region"] != aws.region:
+        # SES invokes only functions in its own region (SES Developer Guide,
+        # "Regions and Amazon SES").
+        node.fail(f"the function is in {arn['region']}, not in aws.region {aws.region}")
     if arn:
         name = arn["name"]
         if name not in functions:

@@ -2,9 +2,9 @@
 
     SesrxError
     ├── ConfigError         a configuration file that cannot be used
+    ├── StartError          the server cannot listen where it was asked to
     └── ActionError         an action that could not do its work
-        ├── StorageError    a write to the data folder failed (SMTP 451)
-        └── HandlerError    a Lambda handler raised or timed out
+        └── StorageError    a write to the data folder failed (SMTP 451)
 
 Only the CLI turns these into exit codes and only the SMTP layer turns them
 into replies.
@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ActionError", "ConfigError", "HandlerError", "SesrxError", "StorageError"]
+__all__ = [
+    "ActionError",
+    "ConfigError",
+    "SesrxError",
+    "StartError",
+    "StorageError",
+]
 
 
 class SesrxError(Exception):
@@ -32,13 +38,13 @@ class ConfigError(SesrxError):
         super().__init__(f"{where}: {problem}")
 
 
+class StartError(SesrxError):
+    """The listener could not be opened."""
+
+
 class ActionError(SesrxError):
     """A receipt rule action that failed."""
 
 
 class StorageError(ActionError):
     """Writing to the data folder failed; the sender must retry."""
-
-
-class HandlerError(ActionError):
-    """A Lambda handler raised an exception or ran out of time."""

@@ -7,6 +7,7 @@ import logging
 from types import TracebackType
 
 from sesrx.config import Config
+from sesrx.errors import StartError
 from sesrx.lambda_logs import Capture
 from sesrx.lambdas import LambdaRuntime
 from sesrx.pipeline import Pipeline
@@ -47,7 +48,13 @@ class Server:
                 loop=loop,
             )
 
-        self._listener = await loop.create_server(session, server.host, server.port)
+        try:
+            self._listener = await loop.create_server(session, server.host, server.port)
+        except OSError as exc:
+            where = f"{server.host}:{server.port}"
+            raise StartError(
+                f"cannot listen on {where}: {exc.strerror or exc}"
+            ) from exc
         self.port = self._listener.sockets[0].getsockname()[1]
         Capture.install()
 

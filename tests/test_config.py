@@ -293,6 +293,16 @@ def test_relative_data_dir_is_taken_from_the_config_folder(write_config, tmp_pat
             "Event, RequestResponse",
         ),
         (
+            {
+                "functions": {"f": "handlers:record"},
+                "rule_set": rule_set(
+                    rule("r", call("arn:aws:lambda:eu-west-1:123456789012:function:f"))
+                ),
+            },
+            "rule_set.rules[0].actions[0].lambda.function_arn",
+            "not in aws.region us-east-1",
+        ),
+        (
             {"aws": {"account_id": 12345}, "rule_set": rule_set(STORE)},
             "aws.account_id",
             "12 digits",
