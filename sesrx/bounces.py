@@ -49,7 +49,8 @@ async def _send_dsn(
     message = delivery.message
     if not message.mail_from:
         # Never bounce a bounce: a null sender gets no DSN (RFC 5321 6.1).
-        bounce.trace.outcome = "no dsn: null sender"
+        bounce.trace.outcome = "no-dsn"
+        bounce.trace.detail["reason"] = "the sender is null (MAIL FROM:<>)"
         return
 
     path = data_dir.outbox_path(f"{message.message_id}-{index}")

@@ -67,11 +67,15 @@ class Pipeline:
             )
             reply = bounce_reply or f"250 OK {message.message_id}"
             delivery.trace.reply = reply
+            # Summarised before the next await, so that a background handler
+            # finishing meanwhile does not change what the line says.
+            summary = delivery.trace.summary()
             await self.save_trace(delivery)
         except StorageError as exc:
             reply = self._failed(delivery, exc)
+            summary = delivery.trace.summary()
 
-        self._summarise(delivery, reply)
+        self._summarise(delivery, summary, reply)
         return reply
 
     async def save_trace(self, delivery: Delivery) -> None:
@@ -120,17 +124,15 @@ class Pipeline:
         return REPLY_RETRY
 
     @staticmethod
-    def _summarise(delivery: Delivery, reply: str) -> None:
+    def _summarise(delivery: Delivery, summary: str, reply: str) -> None:
         message = delivery.message
-        matched, actions = delivery.trace.summary()
         log.info(
-            "%s from=<%s> to=%s rules=%s actions=%s dkim=%s reply=%r",
+            "%s from=<%s> to=%s dkim=%s rules=%s reply=%r",
             message.message_id,
             message.mail_from,
             ",".join(message.recipients),
-            ",".join(matched) or "-",
-            ",".join(actions) or "-",
             message.dkim.verdict,
+            summary or "-",
             reply,
         )
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 import logging
 import time
 
-from sesrx.actions import ActionContext, Services, action_type, run_action
-from sesrx.config import ReceiptRule, RuleSet
+from sesrx.actions import (
+    ActionContext,
+    ActionResult,
+    Services,
+    action_type,
+    run_action,
+)
+from sesrx.config import Action, ReceiptRule, RuleSet
 from sesrx.disposition import Disposition
 from sesrx.errors import StorageError
 from sesrx.inbound import Delivery
-from sesrx.trace import ActionTrace, RuleTrace
+from sesrx.trace import NOT_REACHED, ActionTrace, RuleTrace
 
 __all__ = [
     "REPLY_NO_MAILBOX",
@@ -114,13 +120,14 @@ async def run_rule_set(
     for rule in rule_set.rules:
         trace = RuleTrace(rule.name)
         delivery.trace.rules.append(trace)
-        if stopped or not rule.enabled:
-            trace.status = "not reached" if stopped else "disabled"
+        recipients: tuple[str, ...] = ()
+        if rule.enabled and not stopped:
+            recipients = rule_recipients(rule, delivery.message.recipients, verified)
+        if not recipients:
+            trace.status = _why_not(rule, stopped)
+            _not_run(rule.actions, trace, "not run")
             continue
 
-        recipients = rule_recipients(rule, delivery.message.recipients, verified)
-        if not recipients:
-            continue
         trace.status = "matched"
         trace.recipients = list(recipients)
         disposition = await _run_rule(rule, recipients, delivery, services, trace)
@@ -135,25 +142,46 @@ async def _run_rule(
     rule_trace: RuleTrace,
 ) -> Disposition:
     """Run a rule's actions in order; return the disposition that ended it."""
-    for action in rule.actions:
+    for index, action in enumerate(rule.actions):
         trace = ActionTrace(action_type(action))
         rule_trace.actions.append(trace)
         context = ActionContext(delivery, rule, recipients, services, trace)
-
-        started = time.perf_counter()
-        try:
-            result = await run_action(action, context)
-        except StorageError as exc:
-            trace.outcome, trace.error = "error", str(exc)
-            raise
-        finally:
-            trace.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        trace.outcome = result.outcome
-        trace.disposition = result.disposition.value
-        trace.error = result.error
-        trace.detail.update(result.detail)
+        result = await _timed(action, context)
 
         if result.disposition is not Disposition.CONTINUE:
+            _not_run(rule.actions[index + 1 :], rule_trace, NOT_REACHED)
             return result.disposition
 
     return Disposition.CONTINUE
+
+
+async def _timed(action: Action, context: ActionContext) -> ActionResult:
+    """Run one action and record its outcome in its trace entry."""
+    trace = context.trace
+    started = time.perf_counter()
+    try:
+        result = await run_action(action, context)
+    except StorageError as exc:
+        trace.outcome, trace.error = "error", str(exc)
+        raise
+    finally:
+        trace.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+
+    trace.outcome = result.outcome
+    trace.disposition = result.disposition.value
+    trace.error = result.error
+    trace.detail.update(result.detail)
+    return result
+
+
+def _why_not(rule: ReceiptRule, stopped: bool) -> str:
+    if stopped:
+        return "not reached"
+    return "skipped" if rule.enabled else "disabled"
+
+
+def _not_run(actions: tuple[Action, ...], trace: RuleTrace, outcome: str) -> None:
+    trace.actions += [
+        ActionTrace(action_type(action), outcome=outcome, disposition=None)
+        for action in actions
+    ]

@@ -12,13 +12,19 @@ from typing import Any
 __all__ = ["ActionTrace", "MessageTrace", "RuleTrace"]
 
 
+# Outcomes of actions that did not run: after a stop in their own rule, or
+# in a rule that did not run.
+NOT_REACHED = "not reached"
+NOT_RUN = (NOT_REACHED, "not run")
+
+
 @dataclass(slots=True)
 class ActionTrace:
     """One action: its outcome, the disposition it gave, how long it took."""
 
     type: str
-    outcome: str = "ok"  # ok | error | started | rejected | dsn | ...
-    disposition: str = "CONTINUE"
+    outcome: str = "ok"  # ok | error | timeout | started | rejected | dsn | ...
+    disposition: str | None = "CONTINUE"
     duration_ms: float = 0.0
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
@@ -51,12 +57,18 @@ class MessageTrace:
         """Return the trace as JSON-ready data."""
         return asdict(self)
 
-    def summary(self) -> tuple[list[str], list[str]]:
-        """Return the names of matched rules and the actions that ran."""
-        matched = [rule.name for rule in self.rules if rule.status == "matched"]
-        actions = [
-            f"{action.type}:{action.outcome}"
+    def summary(self) -> str:
+        """Return the rules that ran with their actions: ``r1(S3:ok) r2(...)``."""
+        return " ".join(
+            f"{rule.name}({','.join(_ran(rule.actions))})"
             for rule in self.rules
-            for action in rule.actions
-        ]
-        return matched, actions
+            if rule.status == "matched"
+        )
+
+
+def _ran(actions: list[ActionTrace]) -> list[str]:
+    return [
+        f"{action.type}:{action.outcome}"
+        for action in actions
+        if action.outcome not in NOT_RUN
+    ]

@@ -183,7 +183,10 @@ def test_stop_ends_the_rule_set(write_config, serve, tmp_path):
     assert sent.code == 250
     assert not (tmp_path / "data" / "s3" / "one").exists()
     assert not (tmp_path / "data" / "s3" / "two").exists()
-    assert [r["status"] for r in trace["rules"]] == ["matched", "not reached"]
+    one, two = trace["rules"]
+    assert (one["status"], two["status"]) == ("matched", "not reached")
+    assert [a["outcome"] for a in one["actions"]] == ["ok", "not reached"]
+    assert [a["outcome"] for a in two["actions"]] == ["not run"]
 
 
 @pytest.mark.parametrize(

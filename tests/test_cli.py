@@ -113,7 +113,10 @@ def test_serve_on_the_embedded_default(tmp_path):
     assert re.search(r"sesrx \d+\.\d+\.\d+ listening on", banner)
     assert (tmp_path / "sesrx-data" / "s3" / "inbound" / sent.message_id).is_file()
     assert code == 0
-    assert f"{sent.message_id} from=<alice@sender.example>" in log
+    assert (
+        f"{sent.message_id} from=<alice@sender.example> to=anyone@anywhere.example "
+        f"dkim=GRAY rules=store-everything(S3:ok) reply='250 OK {sent.message_id}'"
+    ) in log
     assert "stopped" in log
 
 

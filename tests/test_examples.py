@@ -92,7 +92,11 @@ def test_bounce_spam(example, tmp_path, key):
     assert spam.data == (500, "5.6.1 Message content rejected")
     assert objects(tmp_path, "example1-mail") == [clean.message_id]
     clean_rule = read_trace(tmp_path, clean.message_id)["rules"][0]
-    assert [a["type"] for a in clean_rule["actions"]] == ["Lambda"]
+    assert [(a["type"], a["outcome"]) for a in clean_rule["actions"]] == [
+        ("Lambda", "ok"),
+        ("Bounce", "not reached"),
+        ("Stop", "not reached"),
+    ]
     assert clean_rule["actions"][0]["disposition"] == "STOP_RULE"
 
 
