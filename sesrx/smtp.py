@@ -121,9 +121,11 @@ class SesSMTP(SMTP):
         super().connection_lost(error)
 
     def close(self) -> None:
-        """Close the connection."""
-        if self.transport is not None:
-            self.transport.close()
+        """Say the service is closing (RFC 5321 3.8) and close the connection."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(b"421 4.3.2 Service shutting down\r\n")
+            transport.close()
 
 
 def _peer(session: Session) -> str:

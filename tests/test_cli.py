@@ -192,3 +192,17 @@ def test_handler_output_is_tagged_in_the_log(write_config, tmp_path):
     assert f"sesrx.lambda [chatty {request_id}]: printed line one" in log
     assert f"my.handler [chatty {request_id}]: logged warning 42" in log
     assert f"[chatty {request_id}]: \n" not in log
+
+
+def test_idle_sessions_are_told_of_the_shutdown(tmp_path):
+    """An open session gets 421 before the connection closes on SIGTERM."""
+    server = Serving(cwd=tmp_path)
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        stream = conn.makefile("rb")
+        assert stream.readline().startswith(b"220 ")
+        code, _ = server.terminate()
+        last = stream.readline()
+
+    assert code == 0
+    assert last == b"421 4.3.2 Service shutting down\r\n"
