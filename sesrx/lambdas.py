@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import json
 import logging
 import threading
 import time
@@ -204,27 +205,25 @@ class LambdaRuntime:
         return result
 
 
-def _start(
+class HandlerExitError(Exception):
+    """A handler raised SystemExit or KeyboardInterrupt; the server goes on."""
+
+
+class MarshalError(Exception):
+    """A handler returned a value that is not JSON (Lambda's MarshalError)."""
+
+
+async def _start(
     function: Function,
     event: dict[str, Any],
     context: LambdaContext,
     run_in: contextvars.Context,
-) -> Awaitable[Any]:
-    handler = function.handler
-    if inspect.iscoroutinefunction(handler):
-        coroutine = run_in.run(handler, event, context)
-        return asyncio.get_running_loop().create_task(coroutine, context=run_in)
-    return _on_thread(handler, event, context, run_in, function.name)
-
-
-async def _on_thread(
-    handler: Callable[..., Any],
-    event: dict[str, Any],
-    context: LambdaContext,
-    run_in: contextvars.Context,
-    name: str,
 ) -> Any:
-    """Run a plain handler on a daemon thread and await its result."""
+    """Run the handler on a daemon thread of its own and await its result.
+
+    ``async def`` handlers get an event loop of their own on that thread, so
+    a handler that blocks, or never ends, holds up nobody else.
+    """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
@@ -234,8 +233,8 @@ async def _on_thread(
 
     def work() -> None:
         try:
-            result = run_in.run(handler, event, context)
-        except BaseException as exc:  # handed to the awaiting coroutine
+            result = run_in.run(_invoke, function.handler, event, context)
+        except Exception as exc:  # handed to the awaiting coroutine
             error = exc
             reply: Callable[[], None] = lambda: future.set_exception(error)  # noqa: E731
         else:
@@ -243,13 +242,31 @@ async def _on_thread(
         try:
             loop.call_soon_threadsafe(settle, reply)
         except RuntimeError:
-            log.warning("handler %s finished after the server stopped", name)
+            log.warning("handler %s finished after the server stopped", function.name)
 
-    threading.Thread(target=work, name=f"lambda:{name}", daemon=True).start()
-    result = await future
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    name = f"lambda:{function.name}"
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return await future
+
+
+def _invoke(handler: Callable[..., Any], event: dict[str, Any], context: Any) -> Any:
+    """Call the handler as the Lambda runtime would; return its JSON result."""
+    try:
+        result = handler(event, context)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+    except Exception:
+        raise
+    except BaseException as exc:
+        # sys.exit() in a handler ends the invocation, not the server.
+        raise HandlerExitError(f"handler raised {type(exc).__name__}({exc})") from None
+
+    # Lambda serialises what a handler returns; what it cannot serialise is
+    # an error, and a dict subclass arrives as a plain dict.
+    try:
+        return json.loads(json.dumps(result))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise MarshalError(f"Unable to marshal response: {exc}") from None
 
 
 def _report(output: InvocationLog, exc: BaseException) -> None:

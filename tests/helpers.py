@@ -189,6 +189,23 @@ def forever(event, context):
     threading.Event().wait()
 
 
+def exits(event, context):
+    _record("exits", event, context)
+    import sys
+    sys.exit(3)
+
+
+async def async_blocks(event, context):
+    time.sleep(1.5)
+    _record("async_blocks", event, context)
+    return {"disposition": "STOP_RULE_SET"}
+
+
+def unserialisable(event, context):
+    _record("unserialisable", event, context)
+    return {"disposition": "STOP_RULE_SET", "when": {1, 2}}
+
+
 async def async_stop(event, context):
     await asyncio.sleep(0.05)
     _record("async_stop", event, context)

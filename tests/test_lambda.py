@@ -103,6 +103,8 @@ def test_handler_gets_the_ses_event_and_a_context(write_config, serve, tmp_path)
         ("stop_rule_set", False, False),
         ("async_stop", False, False),
         ("raises", True, True),
+        ("exits", True, True),
+        ("unserialisable", True, True),
     ],
 )
 def test_request_response_disposition(
@@ -127,7 +129,7 @@ def test_request_response_disposition(
     assert (buckets / "second-rule" / sent.message_id).exists() is later_rules_ran
     trace = read_trace(tmp_path / "data", sent.message_id)
     outcome = trace["rules"][0]["actions"][0]["outcome"]
-    assert outcome == ("error" if handler == "raises" else "ok")
+    assert outcome == ("ok" if "stop" in handler or handler == "record" else "error")
 
 
 def test_handler_error_is_logged_with_its_traceback(write_config, serve, tmp_path):
@@ -308,3 +310,66 @@ def test_unknown_disposition_continues_with_a_note(write_config, serve, tmp_path
         lambda_action["detail"]["note"] == "unknown disposition 'STOP' read as CONTINUE"
     )
     assert s3_action["outcome"] == "ok"
+
+
+def test_blocking_async_handler_does_not_stall_others(write_config, serve, tmp_path):
+    """An async handler that blocks its thread holds up no other session."""
+    config = write_config(
+        {
+            "server": {"lambda_timeout": 0.5},
+            "rule_set": rule_set(
+                rule(
+                    "slow", call("handlers:async_blocks"), recipients=["s@example.com"]
+                ),
+                rule("fast", STORE, recipients=["f@example.com"]),
+            ),
+        }
+    )
+    server = serve(config)
+    slow = threading.Thread(
+        target=send,
+        args=(server.port, make_message()),
+        kwargs={"rcpt_tos": ["s@example.com"]},
+    )
+
+    slow.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    sent = send(server.port, make_message(), rcpt_tos=["f@example.com"])
+    elapsed = time.monotonic() - started
+    slow.join()
+
+    assert sent.code == 250
+    assert elapsed < 0.5
+    traces = [
+        read_trace(tmp_path / "data", p.stem)
+        for p in (tmp_path / "data" / "traces").iterdir()
+    ]
+    [slow_trace] = [t for t in traces if t["rules"][0]["status"] == "matched"]
+    assert slow_trace["rules"][0]["actions"][0]["outcome"] == "timeout"
+
+
+def test_handler_errors_are_named_in_the_trace(write_config, serve, tmp_path):
+    """sys.exit() and a return value Lambda cannot serialise are errors, not crashes."""
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                rule(
+                    "a", call("handlers:exits"), call("handlers:unserialisable"), STORE
+                )
+            )
+        }
+    )
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+    exits, unserialisable, stored = read_trace(tmp_path / "data", sent.message_id)[
+        "rules"
+    ][0]["actions"]
+
+    assert exits["error"] == "HandlerExitError: handler raised SystemExit(3)"
+    assert unserialisable["error"].startswith(
+        "MarshalError: Unable to marshal response"
+    )
+    assert stored["outcome"] == "ok"
+    assert send(server.port, make_message()).code == 250
