@@ -10,8 +10,10 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from sesrx import __version__
@@ -78,7 +80,25 @@ def _serve(args: argparse.Namespace) -> int:
     except SesrxError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_START
+    _leave_stray_threads()
     return EXIT_OK
+
+
+def _leave_stray_threads() -> None:
+    """Exit now if handlers left threads that could keep Python from exiting.
+
+    Python waits at exit for non-daemon threads and for the workers of every
+    thread pool; one started by a handler would keep the process alive past
+    its grace period.
+    """
+    stray = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if not stray:
+        return
+    log.warning("exiting with %d threads of handlers still running", len(stray))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_OK)
 
 
 def _with_overrides(config: Config, args: argparse.Namespace) -> Config:

@@ -206,6 +206,13 @@ def unserialisable(event, context):
     return {"disposition": "STOP_RULE_SET", "when": {1, 2}}
 
 
+def leaves_threads(event, context):
+    import concurrent.futures, threading
+    threading.Thread(target=time.sleep, args=(600,)).start()
+    concurrent.futures.ThreadPoolExecutor(1).submit(time.sleep, 600)
+    _record("leaves_threads", event, context)
+
+
 async def async_stop(event, context):
     await asyncio.sleep(0.05)
     _record("async_stop", event, context)

@@ -206,3 +206,19 @@ def test_idle_sessions_are_told_of_the_shutdown(tmp_path):
 
     assert code == 0
     assert last == b"421 4.3.2 Service shutting down\r\n"
+
+
+def test_threads_left_by_handlers_do_not_block_exit(write_config, tmp_path):
+    """Non-daemon threads a handler starts do not keep the process alive."""
+    path = write_config(
+        {"rule_set": rule_set(rule("r", call("handlers:leaves_threads")))}
+    )
+    server = Serving("--config", str(path), cwd=tmp_path)
+
+    send(server.port, make_message())
+    started = time.monotonic()
+    code, log = server.terminate()
+
+    assert code == 0
+    assert time.monotonic() - started < 10
+    assert "threads of handlers still running" in log
