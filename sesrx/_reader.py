@@ -51,6 +51,8 @@ class Node:
             self._wrong_type(types)
         if not isinstance(self.value, types):
             self._wrong_type(types)
+        if isinstance(self.value, str):
+            _check_text(self)
         return self.value
 
     def _wrong_type(self, types: tuple[type, ...]) -> NoReturn:
@@ -120,14 +122,16 @@ class Mapping:
             node.fail(f"expected an integer of at least {minimum}, got {value}")
         return value
 
-    def number(self, key: str, default: float) -> float:
-        """Return a positive number member."""
+    def number(self, key: str, default: float, maximum: float) -> float:
+        """Return a positive number member of at most ``maximum``."""
         node = self.get(key)
         if node.value is None:
             return default
         value = float(node.expect(int, float))
-        if value <= 0:
-            node.fail(f"expected a positive number, got {value:g}")
+        if not 0 < value <= maximum:  # also false for NaN
+            node.fail(
+                f"expected a number above 0 and at most {maximum:g}, got {value:g}"
+            )
         return value
 
     def flag(self, key: str, default: bool) -> bool:
@@ -146,6 +150,16 @@ class Mapping:
         if value not in choices:
             node.fail(f"expected one of {', '.join(choices)}, got {value!r}")
         return str(value)
+
+
+def _check_text(node: Node) -> None:
+    """Refuse text that no file name, header or log line can hold."""
+    if "\x00" in node.value:
+        node.fail("cannot contain a NUL character")
+    try:
+        node.value.encode("utf-8")
+    except UnicodeEncodeError:
+        node.fail("is not valid Unicode text (a lone surrogate escape?)")
 
 
 def _describe(value: Any) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from email.encoders import encode_base64
 from email.message import Message
+from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, make_msgid
@@ -80,17 +82,26 @@ def build_dsn(delivery: Delivery, bounce: Bounce, hostname: str) -> bytes:
     report["Auto-Submitted"] = "auto-replied"
 
     names = ", ".join(bounce.recipients)
-    report.attach(
-        MIMEText(f"Your message to {names} was not delivered.\n\n{action.message}\n")
-    )
+    text = f"Your message to {names} was not delivered.\n\n{action.message}\n"
+    report.attach(MIMEText(text, "plain", "utf-8"))
     report.attach(_status_part(delivery, bounce, hostname))
-    headers = Message()
-    headers.set_type("text/rfc822-headers")
     added = render_fields([*delivery.added_headers, *delivery.ses_headers])
     original = added + header_block(message.raw)
-    headers.set_payload(original.decode("utf-8", errors="replace"))
-    report.attach(headers)
+    report.attach(_headers_part(original))
     return report.as_bytes()
+
+
+def _headers_part(original: bytes) -> Message:
+    """Return the text/rfc822-headers part; base64 when the bytes are 8-bit."""
+    if original.isascii():
+        part = Message()
+        part.set_type("text/rfc822-headers")
+        part.set_payload(original.decode("ascii"))
+        return part
+    # 8-bit header bytes, UTF-8 or not, travel intact only as base64.
+    part = MIMEApplication(original, "rfc822-headers", encode_base64)
+    part.set_type("text/rfc822-headers")
+    return part
 
 
 def _status_part(delivery: Delivery, bounce: Bounce, hostname: str) -> Message:

@@ -55,6 +55,7 @@ _LAMBDA_ARN = re.compile(
     r"^arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
     r"function:(?P<name>[A-Za-z0-9_-]{1,64})(?::[A-Za-z0-9$_-]+)?$"
 )
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
 
 
@@ -250,6 +251,8 @@ def _load_text(text: str, source: Path | str, base_dir: Path) -> Config:
         document = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"not valid YAML: {_yaml_problem(exc)}") from exc
+    except RecursionError as exc:
+        raise ConfigError(source, "", "not valid YAML: nested too deeply") from exc
 
     root = Node(document, "", source).mapping(
         {
@@ -293,16 +296,27 @@ def _server(node: Node, aws: AwsConfig) -> ServerConfig:
     if port > 65535:
         server.get("port").fail(f"expected a port number up to 65535, got {port}")
 
+    host = server.text("host", "127.0.0.1")
+    if not host.strip():
+        server.get("host").fail("expected an address to listen on, such as 127.0.0.1")
+    hostname = server.text("hostname", f"inbound-smtp.{aws.region}.amazonaws.com")
+    if not _HOSTNAME.fullmatch(hostname):
+        server.get("hostname").fail(
+            "expected a host name of ASCII letters, digits, '-' and '.', "
+            f"got {hostname!r}"
+        )
+
     return ServerConfig(
-        host=server.text("host", "127.0.0.1"),
+        host=host,
         port=port,
-        hostname=server.text("hostname", f"inbound-smtp.{aws.region}.amazonaws.com"),
+        hostname=hostname,
         max_message_size=server.integer(
             "max_message_size", SES_MAX_MESSAGE_SIZE, minimum=1
         ),
         bounce_mode=server.choice("bounce_mode", BOUNCE_MODES, "reject"),
-        lambda_timeout=server.number("lambda_timeout", SES_LAMBDA_TIMEOUT),
-        grace_period=server.number("grace_period", 10.0),
+        # Lambda runs a function for at most 15 minutes.
+        lambda_timeout=server.number("lambda_timeout", SES_LAMBDA_TIMEOUT, 900),
+        grace_period=server.number("grace_period", 10.0, 3600),
     )
 
 
@@ -534,7 +548,7 @@ def _bounce(node: Node) -> BounceAction:
     sender_node = bounce.get("sender")
     return BounceAction(
         smtp_reply_code=code,
-        message=validate.one_line(message_node.expect(str), message_node),
+        message=validate.reply_text(message_node.expect(str), message_node),
         sender=validate.address(sender_node.expect(str), sender_node),
         status_code=status,
         topic_arn=_topic(bounce),

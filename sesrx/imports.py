@@ -40,7 +40,7 @@ def import_callable(spec: str, base_dir: Path) -> Handler:
     except ImportError as exc:
         problem = f"cannot import module {module_name!r}: {exc}"
         raise HandlerImportError(problem) from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         problem = f"importing {module_name!r} raised {type(exc).__name__}: {exc}"
         raise HandlerImportError(problem) from exc
 

@@ -17,6 +17,7 @@ __all__ = [
     "header_value",
     "key_prefix",
     "one_line",
+    "reply_text",
     "recipient",
     "resource_name",
 ]
@@ -27,7 +28,7 @@ _RESOURCE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.ASCII)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,50}")
-_LOCAL_PART = re.compile(r"[^\s@<>()\[\],;:\"\\]+")
+_LOCAL_PART = re.compile(r"[!#-'*+\-/-9=?A-Z^-~.]+")
 # An S3 key is at most 1024 bytes; SES appends "/" and a 40-character id.
 _MAX_PREFIX_BYTES = 1024 - 41
 
@@ -127,6 +128,13 @@ def header_value(value: str, node: Node) -> str:
     if len(value) >= 2048:
         node.fail(f"expected under 2048 characters, got {len(value)}")
     return one_line(value, node)
+
+
+def reply_text(value: str, node: Node) -> str:
+    """Check text for an SMTP reply: printable ASCII on one line."""
+    if not value.strip() or not all(" " <= char <= "~" for char in value):
+        node.fail(f"expected printable ASCII text, as SMTP replies need, got {value!r}")
+    return value
 
 
 def one_line(value: str, node: Node) -> str:

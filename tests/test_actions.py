@@ -87,7 +87,7 @@ def test_partial_bounce_keeps_250_and_writes_a_dsn(write_config, serve, tmp_path
     assert "Status: 5.1.1" in report
     assert "Action: failed" in report
     assert headers.get_content_type() == "text/rfc822-headers"
-    assert sent.message_id in headers.as_string()
+    assert sent.message_id.encode() in headers.get_payload(decode=True)
 
 
 def test_dsn_mode_always_answers_250(write_config, serve, tmp_path):
@@ -249,3 +249,22 @@ def test_hostile_prefix_stays_inside_the_bucket(write_config, serve, tmp_path):
     assert len(stored) == 1
     assert stored[0].is_relative_to(tmp_path / "data" / "s3" / "inbound")
     assert not (tmp_path / "escape").exists()
+
+
+def test_dsn_carries_8bit_headers(write_config, serve, tmp_path):
+    """Headers that are not ASCII, or not even UTF-8, still make a DSN."""
+    config = write_config(
+        {"server": {"bounce_mode": "dsn"}, "rule_set": rule_set(rule("b", BOUNCE))}
+    )
+    server = serve(config)
+    message = make_message(subject="caf\xe9").replace(
+        b"caf\xc3\xa9", b"caf\xe9 \xc3\xa9"
+    )
+
+    sent = send(server.port, message)
+    [dsn_path] = (tmp_path / "data" / "outbox").iterdir()
+    dsn = email.message_from_bytes(dsn_path.read_bytes(), policy=email.policy.default)
+
+    assert sent.code == 250
+    headers = list(dsn.iter_parts())[2]
+    assert b"Subject: caf\xe9 \xc3\xa9\r\n" in headers.get_payload(decode=True)

@@ -303,6 +303,54 @@ def test_relative_data_dir_is_taken_from_the_config_folder(write_config, tmp_pat
             "not in aws.region us-east-1",
         ),
         (
+            {"data_dir": "a\x00b", "rule_set": rule_set(STORE)},
+            "data_dir",
+            "NUL",
+        ),
+        (
+            {"server": {"host": " "}, "rule_set": rule_set(STORE)},
+            "server.host",
+            "address to listen on",
+        ),
+        (
+            {"server": {"hostname": "x\r\n250-INJECTED"}, "rule_set": rule_set(STORE)},
+            "server.hostname",
+            "host name",
+        ),
+        (
+            {"server": {"hostname": "h\u00e9st"}, "rule_set": rule_set(STORE)},
+            "server.hostname",
+            "host name",
+        ),
+        (
+            {"server": {"lambda_timeout": float("nan")}, "rule_set": rule_set(STORE)},
+            "server.lambda_timeout",
+            "at most 900",
+        ),
+        (
+            {"server": {"lambda_timeout": 1e308}, "rule_set": rule_set(STORE)},
+            "server.lambda_timeout",
+            "at most 900",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    rule(
+                        "r",
+                        {
+                            "bounce": {
+                                "smtp_reply_code": "550",
+                                "message": "Postfach nicht verf\u00fcgbar",
+                                "sender": "a@example.com",
+                            }
+                        },
+                    )
+                )
+            },
+            "rule_set.rules[0].actions[0].bounce.message",
+            "printable ASCII",
+        ),
+        (
             {"aws": {"account_id": 12345}, "rule_set": rule_set(STORE)},
             "aws.account_id",
             "12 digits",
@@ -478,3 +526,35 @@ def test_merge_keys_may_be_overridden(tmp_path):
     actions = load_config(path).rule_set.rules[0].actions
 
     assert actions[1] == S3Action(bucket_name="second", object_key_prefix="mail/")
+
+
+def test_text_that_is_not_unicode_is_refused(tmp_path):
+    """A YAML escape for a lone surrogate is reported, not a crash later."""
+    path = tmp_path / "surrogate.yaml"
+    path.write_text(
+        "rule_set:\n  name: a\n  rules:\n    - name: r\n      actions:\n"
+        '        - add_header: {header_name: X-A, header_value: "\\ud800"}\n'
+    )
+
+    with pytest.raises(ConfigError, match="not valid Unicode"):
+        load_config(path)
+
+
+def test_deep_nesting_is_a_config_error(tmp_path):
+    """Absurdly nested YAML gives a config error, not a RecursionError."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("rule_set: " + "[" * 100_000 + "\n")
+
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_handler_calling_exit_at_import_is_an_error(write_config, tmp_path):
+    """sys.exit() at import time is reported against the function."""
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
+
+    document = {"functions": {"f": "quits:handler"}, "rule_set": rule_set(STORE)}
+    error = error_of(write_config, document)
+
+    assert error.key_path == "functions.f"
+    assert "SystemExit" in error.problem
