@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 __all__ = [
@@ -49,6 +49,8 @@ class Header:
 
     name: str
     value: str
+    # How sesrx folds a header it writes itself; None for received headers.
+    folded: str | None = field(default=None, compare=False, repr=False)
 
 
 def new_message_id() -> str:
@@ -120,11 +122,13 @@ def received_header(
     when: datetime,
 ) -> Header:
     """Return the ``Received`` field SES puts on top of a message."""
-    value = (
-        f"from {helo} ({helo} [{peer}]) by {hostname} with SMTP id {message_id} "
-        f"for {recipient}; {smtp_date(when)}"
-    )
-    return Header("Received", value)
+    parts = [
+        f"from {helo} ({helo} [{peer}])",
+        f"by {hostname} with SMTP id {message_id}",
+        f"for {recipient};",
+        smtp_date(when),
+    ]
+    return Header("Received", " ".join(parts), folded="\r\n ".join(parts))
 
 
 def smtp_date(when: datetime) -> str:
@@ -137,19 +141,6 @@ def smtp_date(when: datetime) -> str:
 
 
 def render_fields(headers: list[Header]) -> bytes:
-    """Serialise headers sesrx made itself, folding ``Received`` as SES does."""
-    lines = []
-    for header in headers:
-        value = header.value
-        if header.name == "Received":
-            value = _fold_received(value)
-        lines.append(f"{header.name}: {value}\r\n")
-
+    """Serialise headers sesrx made itself, folded where SES folds them."""
+    lines = [f"{h.name}: {h.folded or h.value}\r\n" for h in headers]
     return "".join(lines).encode("utf-8")
-
-
-def _fold_received(value: str) -> str:
-    for keyword in (" by ", " for "):
-        value = value.replace(keyword, "\r\n" + keyword, 1)
-    head, sep, date = value.rpartition("; ")
-    return f"{head};\r\n {date}" if sep else value

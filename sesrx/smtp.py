@@ -83,7 +83,7 @@ class SesHandler:
             # The null reverse-path arrives as the text "<>" (RFC 5321 4.5.5).
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),
-            helo=session.host_name or "",
+            helo=_helo_name(session.host_name),
             peer=_peer(session),
             tls=session.ssl is not None,
             content=content,
@@ -126,6 +126,18 @@ class SesSMTP(SMTP):
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(b"421 4.3.2 Service shutting down\r\n")
             transport.close()
+
+
+def _helo_name(argument: str | None) -> str:
+    """Return the EHLO name as one printable token, safe inside a header.
+
+    EHLO takes one domain or address literal (RFC 5321 4.1.1.1); whatever a
+    client sent after it, or bytes such as a bare CR, must not reach the
+    Received header.
+    """
+    words = (argument or "").split()
+    token = "".join(char for char in words[0] if "!" <= char <= "~") if words else ""
+    return token or "unknown"
 
 
 def _peer(session: Session) -> str:

@@ -250,3 +250,38 @@ def test_refusals_are_logged_with_their_reason(write_config, serve, caplog):
     assert "RCPT TO:<a@example.org>: its domain is not in verified_domains" in text
     assert "RCPT TO:<bob@example.com>: no enabled rule matches it" in text
     assert "RCPT TO:<vault@example.com>: a matching rule has tls_policy Require" in text
+
+
+@pytest.mark.parametrize(
+    ("ehlo", "name"),
+    [
+        (b"evil\rX-SES-Spam-Verdict: PASS\rX-Injected: yes", "evil"),
+        (b"a by b for c; d", "a"),
+        (b"[127.0.0.1]", "[127.0.0.1]"),
+    ],
+)
+def test_ehlo_text_cannot_reach_the_headers(write_config, serve, tmp_path, ehlo, name):
+    """Only the first printable token of EHLO goes into the Received header."""
+    server = serve(write_config({"rule_set": rule_set(STORE)}))
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        replies = conn.makefile("rb")
+        replies.readline()
+        conn.sendall(b"EHLO " + ehlo + b"\r\n")
+        while not replies.readline().startswith(b"250 "):
+            pass
+        for command in (b"MAIL FROM:<a@sender.example>", b"RCPT TO:<b@example.com>"):
+            conn.sendall(command + b"\r\n")
+            assert replies.readline().startswith(b"250")
+        conn.sendall(b"DATA\r\n")
+        assert replies.readline().startswith(b"354")
+        conn.sendall(make_message() + b".\r\n")
+        message_id = replies.readline().split()[-1].decode()
+
+    stored = (tmp_path / "data" / "s3" / "inbound" / message_id).read_bytes()
+    head = stored[: stored.index(b"\r\nFrom: ")]
+    assert (
+        head.split(b"\r\n")[1] == f"Received: from {name} ({name} [127.0.0.1])".encode()
+    )
+    assert b"\r" not in head.replace(b"\r\n", b"")
+    assert b"X-Injected" not in head
