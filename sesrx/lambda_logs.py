@@ -9,6 +9,7 @@ function name and request id by :class:`InvocationTag`.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import sys
@@ -42,25 +43,45 @@ class FunctionLog:
         self.path = path
         self._lock = threading.Lock()
         self._stream: TextIO | None = None
+        self._failing = False
 
     def write(self, request_id: str, text: str) -> None:
-        """Append one line in CloudWatch's ``time<TAB>request id<TAB>text`` form."""
+        """Append a line in CloudWatch's ``time<TAB>request id<TAB>text`` form.
+
+        A log that cannot be written (disk full, folder gone) is reported once
+        and otherwise ignored: it must not fail the handler or the message.
+        """
         stamp = (
             datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         )
         with self._lock:
-            if self._stream is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._stream = self.path.open("a", encoding="utf-8")
-            self._stream.write(f"{stamp}\t{request_id}\t{text}\n")
-            self._stream.flush()
+            try:
+                if self._stream is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._stream = self.path.open("a", encoding="utf-8")
+                self._stream.write(f"{stamp}\t{request_id}\t{text}\n")
+                self._stream.flush()
+            except OSError as exc:
+                self._failed(exc)
+            else:
+                self._failing = False
 
     def close(self) -> None:
         """Close the file; a later write opens it again."""
         with self._lock:
-            if self._stream is not None:
-                self._stream.close()
-                self._stream = None
+            self._close()
+
+    def _failed(self, exc: OSError) -> None:
+        if not self._failing:
+            log.warning("cannot write %s: %s", self.path, exc)
+        self._failing = True
+        self._close()
+
+    def _close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 @dataclass(slots=True)

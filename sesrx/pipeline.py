@@ -8,6 +8,7 @@ returns the reply line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,6 +75,8 @@ class Pipeline:
         except StorageError as exc:
             reply = self._failed(delivery, exc)
             summary = delivery.trace.summary()
+            with contextlib.suppress(StorageError):
+                await self.save_trace(delivery)  # where the folder allows it
 
         self._summarise(delivery, summary, reply)
         return reply
@@ -119,7 +122,9 @@ class Pipeline:
         delivery.trace.error = str(exc)
         delivery.trace.reply = REPLY_RETRY
         log.error(
-            "%s not stored, sender asked to retry: %s", delivery.message.message_id, exc
+            "%s a write failed, sender asked to retry: %s",
+            delivery.message.message_id,
+            exc,
         )
         return REPLY_RETRY
 

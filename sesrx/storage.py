@@ -12,6 +12,7 @@ a reader never sees half an object.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import uuid
@@ -102,15 +103,29 @@ class DataDir:
 
 
 def _write_atomic_now(path: Path, parts: list[bytes], tmp: Path) -> None:
-    """Write, flush and rename in one go; remove the temporary file on failure."""
-    temporary = tmp / f"{uuid.uuid4().hex}.part"
+    """Write to a temporary file, then rename it into place.
+
+    The temporary file lives in ``.tmp`` so that nobody listing a bucket sees
+    it; when the bucket is on another file system (a mounted volume), where a
+    rename cannot cross, it goes beside the target instead.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_and_rename(path, parts, tmp)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _write_and_rename(path, parts, path.parent)
+
+
+def _write_and_rename(path: Path, parts: list[bytes], folder: Path) -> None:
+    temporary = folder / f".{uuid.uuid4().hex}.part"
+    try:
         try:
             stream = temporary.open("wb")
         except FileNotFoundError:
             # The data folder was emptied while the server ran.
-            tmp.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             stream = temporary.open("wb")
         with stream:
             stream.writelines(parts)

@@ -373,3 +373,23 @@ def test_handler_errors_are_named_in_the_trace(write_config, serve, tmp_path):
     )
     assert stored["outcome"] == "ok"
     assert send(server.port, make_message()).code == 250
+
+
+def test_unwritable_function_log_does_not_fail_the_message(
+    write_config, serve, tmp_path
+):
+    """When logs/ cannot be written, handlers still run and the message is stored."""
+    config = write_config(
+        {"rule_set": rule_set(rule("r", call("handlers:chatty"), STORE))}
+    )
+    server = serve(config)
+    logs = tmp_path / "data" / "logs"
+    logs.rmdir()
+    logs.write_text("a file where the folder goes")
+
+    sent = send(server.port, make_message())
+    action = read_trace(tmp_path / "data", sent.message_id)["rules"][0]["actions"][0]
+
+    assert sent.code == 250
+    assert action["outcome"] == "ok"
+    assert [c["name"] for c in read_calls(tmp_path)] == ["chatty"]

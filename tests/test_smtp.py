@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import smtplib
 import socket
@@ -219,6 +220,10 @@ def test_failed_write_answers_451_and_leaves_nothing(write_config, serve, tmp_pa
     assert sent.data[0] == 451
     assert sent.data[1].startswith("4.3.0 ")
     assert list((tmp_path / "data" / ".tmp").iterdir()) == []
+    [trace_path] = (tmp_path / "data" / "traces").iterdir()
+    trace = json.loads(trace_path.read_text())
+    assert trace["reply"].startswith("451 4.3.0 ")
+    assert "cannot write" in trace["error"]
 
 
 def test_refusals_are_logged_with_their_reason(write_config, serve, caplog):

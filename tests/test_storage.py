@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import os
 from pathlib import Path
 
 from hypothesis import given
@@ -50,3 +53,28 @@ def test_object_path_refuses_nothing_ordinary(tmp_path):
         data.object_path("inbound", "mail/id")
         == tmp_path / "s3" / "inbound" / "mail" / "id"
     )
+
+
+def test_rename_across_file_systems_falls_back_to_the_target_folder(
+    tmp_path, monkeypatch
+):
+    """When .tmp and the bucket are on different file systems the write still lands."""
+    real_replace = os.replace
+    calls = []
+
+    def replace(source, target):
+        calls.append(Path(source).parent)
+        if Path(source).parent.name == ".tmp":
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    data = DataDir(tmp_path)
+    data.prepare()
+
+    path = asyncio.run(data.put_object("inbound", "mail/id", [b"one", b"two"]))
+
+    assert path.read_bytes() == b"onetwo"
+    assert calls == [tmp_path / ".tmp", tmp_path / "s3" / "inbound" / "mail"]
+    assert list((tmp_path / ".tmp").iterdir()) == []
+    assert sorted(p.name for p in path.parent.iterdir()) == ["id"]
