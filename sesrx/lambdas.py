@@ -13,7 +13,6 @@ import contextvars
 import inspect
 import json
 import logging
-import threading
 import time
 import traceback
 import uuid
@@ -27,6 +26,7 @@ from sesrx.config import Function
 from sesrx.disposition import Disposition, disposition_of, unknown_disposition
 from sesrx.lambda_logs import Capture, FunctionLog, InvocationLog, capture
 from sesrx.storage import DataDir
+from sesrx.threads import on_daemon_thread
 
 __all__ = ["Invocation", "LambdaContext", "LambdaRuntime"]
 
@@ -224,29 +224,14 @@ async def _start(
     ``async def`` handlers get an event loop of their own on that thread, so
     a handler that blocks, or never ends, holds up nobody else.
     """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
-
-    def work() -> None:
-        try:
-            result = run_in.run(_invoke, function.handler, event, context)
-        except Exception as exc:  # handed to the awaiting coroutine
-            error = exc
-            reply: Callable[[], None] = lambda: future.set_exception(error)  # noqa: E731
-        else:
-            reply = lambda: future.set_result(result)  # noqa: E731
-        try:
-            loop.call_soon_threadsafe(settle, reply)
-        except RuntimeError:
-            log.warning("handler %s finished after the server stopped", function.name)
-
-    name = f"lambda:{function.name}"
-    threading.Thread(target=work, name=name, daemon=True).start()
-    return await future
+    return await on_daemon_thread(
+        f"lambda:{function.name}",
+        _invoke,
+        function.handler,
+        event,
+        context,
+        context=run_in,
+    )
 
 
 def _invoke(handler: Callable[..., Any], event: dict[str, Any], context: Any) -> Any:

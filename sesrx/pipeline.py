@@ -23,12 +23,15 @@ from sesrx.lambdas import LambdaRuntime
 from sesrx.message import Header, new_message_id, parse_headers, received_header
 from sesrx.rules import run_rule_set
 from sesrx.storage import DataDir
+from sesrx.threads import on_daemon_thread
 from sesrx.trace import MessageTrace
 
 __all__ = ["REPLY_RETRY", "Arrival", "Pipeline"]
 
 log = logging.getLogger("sesrx.message")
 
+# Messages whose DKIM signatures are checked at the same time.
+DKIM_AT_ONCE = 2
 REPLY_RETRY = "451 4.3.0 Temporary failure storing the message, try again later"
 
 
@@ -51,6 +54,7 @@ class Pipeline:
         self.config = config
         self.data_dir = data_dir
         self.lambdas = lambdas
+        self._dkim_slots = asyncio.Semaphore(DKIM_AT_ONCE)
 
     async def receive(self, arrival: Arrival) -> str:
         """Process one message and return the reply to DATA."""
@@ -103,7 +107,7 @@ class Pipeline:
             tls=arrival.tls,
             raw=arrival.content,
             headers=headers,
-            dkim=await _dkim(arrival.content, headers, config),
+            dkim=await _dkim(arrival.content, headers, config, self._dkim_slots),
         )
 
     @staticmethod
@@ -142,12 +146,18 @@ class Pipeline:
         )
 
 
-async def _dkim(raw: bytes, headers: tuple[Header, ...], config: Config) -> DkimResult:
+async def _dkim(
+    raw: bytes, headers: tuple[Header, ...], config: Config, slots: asyncio.Semaphore
+) -> DkimResult:
     signatures = [h.value for h in headers if h.name.lower() == "dkim-signature"]
     if not signatures:
         return UNSIGNED
-    # Canonicalising a large body is slow pure Python: keep it off the loop.
-    return await asyncio.to_thread(verify_dkim, raw, config.dns_txt, signatures)
+    # Canonicalising a large body is slow pure Python: keep it off the loop,
+    # and off the thread pool that file writes use, a few at a time.
+    async with slots:
+        return await on_daemon_thread(
+            "sesrx-dkim", verify_dkim, raw, config.dns_txt, signatures
+        )
 
 
 def _trace(message: InboundMessage) -> MessageTrace:

@@ -70,3 +70,17 @@ def test_garbage_signature_header_does_not_raise():
 def test_unsigned_message_is_gray():
     """No DKIM-Signature at all gives GRAY."""
     assert check(make_message(), {}).verdict == "GRAY"
+
+
+def test_only_the_first_ten_signatures_are_checked():
+    """Each signature costs a pass over the body, so at most ten are checked."""
+    key = DkimKey()
+    raw = make_message()
+    for _ in range(12):
+        raw = key.sign(raw)
+
+    result = check(raw, {key.record_name: key.txt})
+
+    assert result.verdict == "PASS"
+    assert [s.result for s in result.signatures] == ["pass"] * 10 + ["permerror"] * 2
+    assert result.signatures[-1].reason.startswith("not checked")
