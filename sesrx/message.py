@@ -23,6 +23,10 @@ __all__ = [
     "smtp_date",
 ]
 
+# Header fields past this many bytes are not read into events: a message of
+# 40 MB of header lines would otherwise hold the event loop for seconds.
+# (SES itself marks notifications past about 10 KB of headers as truncated.)
+MAX_HEADER_BYTES = 256 * 1024
 # A field name is printable ASCII without ":" (RFC 5322 section 3.6.8);
 # white space before the colon is the obsolete syntax of section 4.5.
 _FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:")
@@ -96,8 +100,11 @@ def _lines(raw: bytes) -> list[bytes]:
 
 
 def _header_end(raw: bytes) -> int:
-    found = [pos for pos in (raw.find(b"\n\r\n"), raw.find(b"\n\n")) if pos >= 0]
-    return min(found) if found else len(raw)
+    """Return where the header block ends, reading at most MAX_HEADER_BYTES."""
+    limit = MAX_HEADER_BYTES + 3
+    ends = (raw.find(b"\n\r\n", 0, limit), raw.find(b"\n\n", 0, limit))
+    found = [pos for pos in ends if pos >= 0]
+    return min([*found, len(raw), MAX_HEADER_BYTES])
 
 
 def _header(name: bytes, parts: list[bytes]) -> Header:

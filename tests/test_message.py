@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sesrx.addresses import bare_address, split_addresses
-from sesrx.message import Header, new_message_id, parse_headers
+from sesrx.message import MAX_HEADER_BYTES, Header, new_message_id, parse_headers
 
 
 def test_folded_values_are_unfolded_as_ses_shows_them():
@@ -133,3 +133,13 @@ def test_address_splitting_never_raises(value):
         assert item
         assert item == item.strip()
         bare_address(item)
+
+
+def test_header_reading_stops_at_its_limit():
+    """A gigantic header block is read only up to MAX_HEADER_BYTES."""
+    raw = b"Subject: first\r\n" + b"X-Filler: y\r\n" * 2_000_000 + b"\r\nbody\r\n"
+
+    headers = parse_headers(raw)
+
+    assert headers[0] == Header("Subject", "first")
+    assert len(headers) <= MAX_HEADER_BYTES // len(b"X-Filler: y\r\n") + 1
