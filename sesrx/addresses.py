@@ -39,19 +39,27 @@ def split_addresses(value: str) -> list[str]:
 
 
 def bare_address(item: str) -> str:
-    """Return the address of one list member, without name or comments."""
-    start = item.rfind("<")
-    if start >= 0:
-        end = item.find(">", start)
-        return item[start + 1 : end if end >= 0 else len(item)].strip()
+    """Return the address of one list member, without name or comments.
 
-    text: list[str] = []
+    The address is the first ``<...>`` outside quotes and comments; without
+    one, the member itself less its comments.
+    """
     state = _Scanner()
-    for char in item:
-        in_comment = state.comment > 0
+    start: int | None = None
+    end: int | None = None
+    text: list[str] = []
+    for index, char in enumerate(item):
+        in_angle, in_comment = state.angle, state.comment > 0
         state.at_top_level(char)
+        if start is None and not in_angle and state.angle:
+            start = index + 1
+        elif start is not None and end is None and in_angle and not state.angle:
+            end = index
         if not in_comment and not state.comment:
             text.append(char)
+
+    if start is not None:
+        return item[start:end].strip()
     return "".join(text).strip()
 
 

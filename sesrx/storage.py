@@ -15,10 +15,10 @@ import contextlib
 import errno
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import aiofiles.os
 
@@ -26,9 +26,9 @@ from sesrx.errors import StorageError
 
 __all__ = ["DataDir", "key_to_relative_path"]
 
-# Characters kept as they are in a key segment; everything else, "%" first
-# of all, is percent-encoded so that two keys never share a file.
-_SAFE = "!$&'()*+,;=@~-._ "
+# Characters percent-encoded in a key segment: "%" itself, so that two keys
+# never share a file, and what a file name should not hold.
+_ENCODED = re.compile(r"[%\\\x00-\x1f\x7f]")
 
 
 def key_to_relative_path(key: str) -> Path:
@@ -40,7 +40,7 @@ def key_to_relative_path(key: str) -> Path:
     """
     segments = []
     for segment in key.split("/"):
-        encoded = quote(segment, safe=_SAFE)
+        encoded = _ENCODED.sub(lambda m: f"%{ord(m.group()):02X}", segment)
         if encoded in ("", ".", ".."):
             encoded = "%2F" if not encoded else encoded.replace(".", "%2E")
         segments.append(encoded)

@@ -6,6 +6,7 @@ import ipaddress
 import re
 
 from sesrx._reader import Node
+from sesrx.storage import key_to_relative_path
 
 __all__ = [
     "FUNCTION_NAME",
@@ -31,6 +32,8 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,50}")
 _LOCAL_PART = re.compile(r"[!#-'*+\-/-9=?A-Z^-~.]+")
 # An S3 key is at most 1024 bytes; SES appends "/" and a 40-character id.
 _MAX_PREFIX_BYTES = 1024 - 41
+# Longest file name most file systems allow.
+_MAX_NAME_BYTES = 255
 
 
 def resource_name(value: str, node: Node) -> str:
@@ -113,6 +116,12 @@ def key_prefix(value: str, node: Node) -> str:
         node.fail(f"a key prefix is at most {_MAX_PREFIX_BYTES} bytes")
     if any(ord(char) < 32 or ord(char) == 127 for char in value):
         node.fail("a key prefix cannot hold control characters")
+    for folder in key_to_relative_path(value).parts:
+        if len(folder.encode("utf-8")) > _MAX_NAME_BYTES:
+            node.fail(
+                f"the part {folder[:40]!r}... makes a folder name longer than "
+                f"{_MAX_NAME_BYTES} bytes"
+            )
     return value
 
 

@@ -351,6 +351,24 @@ def test_relative_data_dir_is_taken_from_the_config_folder(write_config, tmp_pat
             "printable ASCII",
         ),
         (
+            {
+                "rule_set": rule_set(
+                    rule("r", store("abc", object_key_prefix="a" * 256))
+                )
+            },
+            "rule_set.rules[0].actions[0].s3.object_key_prefix",
+            "longer than 255 bytes",
+        ),
+        (
+            {
+                "rule_set": rule_set(
+                    rule("r", store("abc", object_key_prefix="\u6f22" * 86))
+                )
+            },
+            "rule_set.rules[0].actions[0].s3.object_key_prefix",
+            "longer than 255 bytes",
+        ),
+        (
             {"aws": {"account_id": 12345}, "rule_set": rule_set(STORE)},
             "aws.account_id",
             "12 digits",

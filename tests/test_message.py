@@ -118,6 +118,14 @@ def test_message_id_has_ses_form():
             ["j@x.de"],
         ),
         ("", [], []),
+        (
+            '"x" <a@b.com> (comment <c@d.com>)',
+            ['"x" <a@b.com> (comment <c@d.com>)'],
+            ["a@b.com"],
+        ),
+        ("a@b.com (x<y)", ["a@b.com (x<y)"], ["a@b.com"]),
+        ('<"a>b"@x.example>', ['<"a>b"@x.example>'], ['"a>b"@x.example']),
+        ("Unclosed <a@b.com", ["Unclosed <a@b.com"], ["a@b.com"]),
     ],
 )
 def test_address_lists(value, items, addresses):

@@ -42,6 +42,8 @@ def test_plain_keys_map_to_plain_paths():
     """Ordinary keys are stored under the names one expects."""
     assert key_to_relative_path("mail/abc") == Path("mail/abc")
     assert key_to_relative_path("a b+c=d") == Path("a b+c=d")
+    assert key_to_relative_path("\u65e5\u672c/x") == Path("\u65e5\u672c/x")
+    assert key_to_relative_path("50%\\off") == Path("50%25%5Coff")
     assert key_to_relative_path("/emails/x") == Path("%2F/emails/x")
 
 
