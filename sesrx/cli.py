@@ -17,9 +17,10 @@ import threading
 from pathlib import Path
 
 from sesrx import __version__
-from sesrx.config import Config, load_config, load_default_config
+from sesrx.config import Config
 from sesrx.errors import ConfigError, SesrxError
 from sesrx.lambda_logs import InvocationTag
+from sesrx.loader import load_config, load_default_config
 from sesrx.server import Server
 from sesrx.summary import describe, warnings
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sesrx.config import Config, load_config
+from sesrx.config import Config
+from sesrx.loader import load_config
 from sesrx.threaded import ServerThread
 
 from helpers import RECORDING_HANDLERS

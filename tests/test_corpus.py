@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sesrx.config import load_config
+from sesrx.loader import load_config
 from sesrx.threaded import ServerThread
 
 from conftest import CORPUS

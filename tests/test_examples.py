@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 import pytest
 
-from sesrx.config import load_config
+from sesrx.loader import load_config
 from sesrx.threaded import ServerThread
 
 from conftest import EXAMPLES

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sesrx.config import LambdaAction, S3Action, load_config, load_default_config
+from sesrx.config import LambdaAction, S3Action
 from sesrx.errors import ConfigError
+from sesrx.loader import load_config, load_default_config
 
 from conftest import EXAMPLES
 from helpers import call, rule, rule_set, store

@@ -1,0 +1,428 @@
+"""Read a YAML configuration file into the objects of :mod:`sesrx.config`.
+
+Every value is checked here, once, and every complaint names the file and
+the key path (``rule_set.rules[2].actions[0].s3.bucket_name``).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from collections.abc import Mapping as MappingType
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from sesrx import validate
+from sesrx._reader import Mapping, Node
+from sesrx.config import (
+    BOUNCE_MODES,
+    INVOCATION_TYPES,
+    MAX_ACTIONS,
+    MAX_RECIPIENTS,
+    MAX_RULES,
+    SES_LAMBDA_TIMEOUT,
+    SES_MAX_MESSAGE_SIZE,
+    TLS_POLICIES,
+    Action,
+    AddHeaderAction,
+    AwsConfig,
+    BounceAction,
+    Config,
+    Function,
+    LambdaAction,
+    ReceiptRule,
+    RuleSet,
+    S3Action,
+    ServerConfig,
+    StopAction,
+)
+from sesrx.errors import ConfigError
+from sesrx.imports import HandlerImportError, import_callable
+
+__all__ = ["load_config", "load_default_config"]
+
+_LAMBDA_ARN = re.compile(
+    r"^arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"function:(?P<name>[A-Za-z0-9_-]{1,64})(?::[A-Za-z0-9$_-]+)?$"
+)
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
+
+
+def load_config(path: Path | str) -> Config:
+    """Load and check the configuration file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read the file: {exc}") from exc
+
+    return _load_text(text, path, path.resolve().parent)
+
+
+def load_default_config() -> Config:
+    """Load the embedded default: every domain verified, all mail stored."""
+    text = importlib.resources.files("sesrx").joinpath("default.yaml").read_text()
+    config = _load_text(text, "(embedded default)", Path.cwd())
+    return Config(**{**_fields(config), "source": None})
+
+
+def _fields(config: Config) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in Config.__dataclass_fields__}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor" may be overridden by explicit keys
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return str(exc)
+
+
+def _load_text(text: str, source: Path | str, base_dir: Path) -> Config:
+    try:
+        document = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"not valid YAML: {_yaml_problem(exc)}") from exc
+    except RecursionError as exc:
+        raise ConfigError(source, "", "not valid YAML: nested too deeply") from exc
+
+    root = Node(document, "", source).mapping(
+        {
+            "server",
+            "data_dir",
+            "aws",
+            "verified_domains",
+            "dns",
+            "functions",
+            "rule_set",
+        },
+        required={"rule_set"},
+    )
+    aws = _aws(root.get("aws"))
+    functions = _functions(root.get("functions"), aws, base_dir)
+    return Config(
+        server=_server(root.get("server"), aws),
+        data_dir=base_dir / root.text("data_dir", "./sesrx-data"),
+        aws=aws,
+        verified_domains=_verified_domains(root.get("verified_domains")),
+        dns_txt=_dns(root.get("dns")),
+        functions=functions,
+        rule_set=_rule_set(root.get("rule_set"), functions, aws, base_dir),
+        source=source if isinstance(source, Path) else None,
+    )
+
+
+def _server(node: Node, aws: AwsConfig) -> ServerConfig:
+    server = node.mapping(
+        {
+            "host",
+            "port",
+            "hostname",
+            "max_message_size",
+            "bounce_mode",
+            "lambda_timeout",
+            "grace_period",
+        }
+    )
+    port = server.integer("port", 2525)
+    if port > 65535:
+        server.get("port").fail(f"expected a port number up to 65535, got {port}")
+
+    host = server.text("host", "127.0.0.1")
+    if not host.strip():
+        server.get("host").fail("expected an address to listen on, such as 127.0.0.1")
+    hostname = server.text("hostname", f"inbound-smtp.{aws.region}.amazonaws.com")
+    if not _HOSTNAME.fullmatch(hostname):
+        server.get("hostname").fail(
+            "expected a host name of ASCII letters, digits, '-' and '.', "
+            f"got {hostname!r}"
+        )
+
+    return ServerConfig(
+        host=host,
+        port=port,
+        hostname=hostname,
+        max_message_size=server.integer(
+            "max_message_size", SES_MAX_MESSAGE_SIZE, minimum=1
+        ),
+        bounce_mode=server.choice("bounce_mode", BOUNCE_MODES, "reject"),
+        # Lambda runs a function for at most 15 minutes.
+        lambda_timeout=server.number("lambda_timeout", SES_LAMBDA_TIMEOUT, 900),
+        grace_period=server.number("grace_period", 10.0, 3600),
+    )
+
+
+def _aws(node: Node) -> AwsConfig:
+    aws = node.mapping({"region", "account_id"})
+    region = aws.text("region", "us-east-1")
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+        aws.get("region").fail(
+            f"expected an AWS region such as us-east-1, got {region!r}"
+        )
+
+    account = aws.get("account_id")
+    account_id = "123456789012" if account.value is None else str(account.value)
+    if not re.fullmatch(r"\d{12}", account_id):
+        account.fail(
+            f"expected 12 digits (quote it to keep leading zeros), got {account_id!r}"
+        )
+
+    return AwsConfig(region=region, account_id=account_id)
+
+
+def _verified_domains(node: Node) -> tuple[str, ...] | None:
+    if node.value is None:
+        return None
+    return tuple(validate.domain(item.expect(str), item) for item in node.items())
+
+
+def _dns(node: Node) -> MappingType[str, str]:
+    dns = node.mapping({"txt"})
+    zone: dict[str, str] = {}
+    for name, record in dns.get("txt").members():
+        zone[validate.dns_name(name, record)] = _txt_value(record)
+
+    return MappingProxyType(zone)
+
+
+def _txt_value(record: Node) -> str:
+    """Return a TXT record; a list of strings is joined, as DNS joins chunks."""
+    if isinstance(record.value, list):
+        return "".join(str(item.expect(str)) for item in record.items())
+    return str(record.expect(str))
+
+
+def _functions(
+    node: Node, aws: AwsConfig, base_dir: Path
+) -> MappingType[str, Function]:
+    functions: dict[str, Function] = {}
+    for name, entry in node.members():
+        if not validate.FUNCTION_NAME.fullmatch(name):
+            entry.fail("expected a Lambda function name (letters, digits, - and _)")
+        functions[name] = _import(entry, name, aws, base_dir)
+
+    return MappingProxyType(functions)
+
+
+def _import(node: Node, name: str, aws: AwsConfig, base_dir: Path) -> Function:
+    spec = node.expect(str)
+    try:
+        handler = import_callable(spec, base_dir)
+    except HandlerImportError as exc:
+        node.fail(str(exc))
+
+    return Function(name=name, arn=aws.lambda_arn(name), spec=spec, handler=handler)
+
+
+def _rule_set(
+    node: Node, functions: MappingType[str, Function], aws: AwsConfig, base_dir: Path
+) -> RuleSet:
+    rule_set = node.mapping({"name", "rules"}, required={"name"})
+    name_node = rule_set.get("name")
+    name = validate.resource_name(name_node.expect(str), name_node)
+
+    rules: list[ReceiptRule] = []
+    seen: set[str] = set()
+    for item in rule_set.get("rules").items():
+        rule = _rule(item, functions, aws, base_dir)
+        if rule.name in seen:
+            item.child("name", rule.name).fail(f"a rule named {rule.name!r} exists")
+        seen.add(rule.name)
+        rules.append(rule)
+
+    if len(rules) > MAX_RULES:
+        rule_set.get("rules").fail(f"SES allows at most {MAX_RULES} rules per set")
+    return RuleSet(name=name, rules=tuple(rules))
+
+
+def _rule(
+    node: Node, functions: MappingType[str, Function], aws: AwsConfig, base_dir: Path
+) -> ReceiptRule:
+    rule = node.mapping(
+        {"name", "enabled", "recipients", "tls_policy", "scan_enabled", "actions"},
+        required={"name"},
+    )
+    name_node = rule.get("name")
+    recipients = tuple(
+        validate.recipient(item.expect(str), item)
+        for item in rule.get("recipients").items()
+    )
+    if len(recipients) > MAX_RECIPIENTS:
+        rule.get("recipients").fail(f"SES allows at most {MAX_RECIPIENTS} recipients")
+
+    actions = tuple(
+        _action(item, functions, aws, base_dir) for item in rule.get("actions").items()
+    )
+    if len(actions) > MAX_ACTIONS:
+        rule.get("actions").fail(f"SES allows at most {MAX_ACTIONS} actions per rule")
+
+    return ReceiptRule(
+        name=validate.resource_name(name_node.expect(str), name_node),
+        actions=actions,
+        enabled=rule.flag("enabled", True),
+        recipients=recipients,
+        tls_policy=rule.choice("tls_policy", TLS_POLICIES, "Optional"),
+        scan_enabled=rule.flag("scan_enabled", True),
+    )
+
+
+_ACTION_KEYS = ("s3", "lambda", "bounce", "add_header", "stop")
+
+
+def _action(
+    node: Node, functions: MappingType[str, Function], aws: AwsConfig, base_dir: Path
+) -> Action:
+    entry = node.mapping(_ACTION_KEYS)
+    if len(entry.raw) != 1:
+        node.fail(f"expected exactly one of {', '.join(_ACTION_KEYS)}")
+
+    kind = next(iter(entry.raw))
+    body = entry.get(kind)
+    if kind == "s3":
+        return _s3(body)
+    if kind == "lambda":
+        return _lambda(body, functions, aws, base_dir)
+    if kind == "bounce":
+        return _bounce(body)
+    if kind == "add_header":
+        return _add_header(body)
+    return _stop(body)
+
+
+def _topic(mapping: Mapping) -> str | None:
+    node = mapping.get("topic_arn")
+    if node.value is None:
+        return None
+    arn = node.expect(str)
+    if not _SNS_ARN.fullmatch(arn):
+        node.fail(f"expected an SNS topic ARN, got {arn!r}")
+    return str(arn)
+
+
+def _s3(node: Node) -> S3Action:
+    s3 = node.mapping(
+        {"bucket_name", "object_key_prefix", "kms_key_arn", "topic_arn"},
+        required={"bucket_name"},
+    )
+    bucket = s3.get("bucket_name")
+    prefix = s3.get("object_key_prefix")
+    return S3Action(
+        bucket_name=validate.bucket_name(bucket.expect(str), bucket),
+        object_key_prefix=validate.key_prefix(s3.text("object_key_prefix", ""), prefix),
+        kms_key_arn=s3.text("kms_key_arn") if "kms_key_arn" in s3 else None,
+        topic_arn=_topic(s3),
+    )
+
+
+def _lambda(
+    node: Node, functions: MappingType[str, Function], aws: AwsConfig, base_dir: Path
+) -> LambdaAction:
+    action = node.mapping(
+        {"function_arn", "invocation_type", "topic_arn"}, required={"function_arn"}
+    )
+    return LambdaAction(
+        function=_function(action.get("function_arn"), functions, aws, base_dir),
+        invocation_type=action.choice("invocation_type", INVOCATION_TYPES, "Event"),
+        topic_arn=_topic(action),
+    )
+
+
+def _function(
+    node: Node, functions: MappingType[str, Function], aws: AwsConfig, base_dir: Path
+) -> Function:
+    """Resolve a name from ``functions:``, a Lambda ARN, or an import string."""
+    reference = node.expect(str)
+    if reference in functions:
+        return functions[reference]
+
+    arn = _LAMBDA_ARN.fullmatch(reference)
+    if arn and arn["region"] != aws.region:
+        # SES invokes only functions in its own region (SES Developer Guide,
+        # "Regions and Amazon SES").
+        node.fail(f"the function is in {arn['region']}, not in aws.region {aws.region}")
+    if arn:
+        name = arn["name"]
+        if name not in functions:
+            node.fail(f"function {name!r} of this ARN is not a key of functions:")
+        return functions[name]
+
+    if reference.startswith("arn:"):
+        node.fail(f"expected a Lambda function ARN, got {reference!r}")
+    if ":" not in reference:
+        known = ", ".join(functions) or "none defined"
+        node.fail(
+            f"{reference!r} is not a key of functions: ({known}) "
+            "nor a 'module:attribute' import string"
+        )
+    # An import string names the function after its dotted path.
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", reference)[:64]
+    return _import(node, name, aws, base_dir)
+
+
+def _bounce(node: Node) -> BounceAction:
+    bounce = node.mapping(
+        {"smtp_reply_code", "status_code", "message", "sender", "topic_arn"},
+        required={"smtp_reply_code", "message", "sender"},
+    )
+    code_node = bounce.get("smtp_reply_code")
+    code = str(code_node.expect(str, int))
+    if not re.fullmatch(r"[45]\d\d", code):
+        code_node.fail(f"expected a 4xx or 5xx SMTP reply code, got {code!r}")
+
+    status_node = bounce.get("status_code")
+    status = None if status_node.value is None else str(status_node.expect(str))
+    if status is not None and not re.fullmatch(r"[45]\.\d{1,3}\.\d{1,3}", status):
+        status_node.fail(f"expected an enhanced status code like 5.1.1, got {status!r}")
+    if status is not None and status[0] != code[0]:
+        status_node.fail(f"status {status} does not agree with reply code {code}")
+
+    message_node = bounce.get("message")
+    sender_node = bounce.get("sender")
+    return BounceAction(
+        smtp_reply_code=code,
+        message=validate.reply_text(message_node.expect(str), message_node),
+        sender=validate.address(sender_node.expect(str), sender_node),
+        status_code=status,
+        topic_arn=_topic(bounce),
+    )
+
+
+def _add_header(node: Node) -> AddHeaderAction:
+    header = node.mapping(
+        {"header_name", "header_value"}, {"header_name", "header_value"}
+    )
+    name = header.get("header_name")
+    value = header.get("header_value")
+    return AddHeaderAction(
+        header_name=validate.header_name(name.expect(str), name),
+        header_value=validate.header_value(value.expect(str), value),
+    )
+
+
+def _stop(node: Node) -> StopAction:
+    stop = node.mapping({"scope", "topic_arn"})
+    return StopAction(
+        scope=stop.choice("scope", ("RuleSet",), "RuleSet"), topic_arn=_topic(stop)
+    )
