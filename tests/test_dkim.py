@@ -84,3 +84,20 @@ def test_only_the_first_ten_signatures_are_checked():
     assert result.verdict == "PASS"
     assert [s.result for s in result.signatures] == ["pass"] * 10 + ["permerror"] * 2
     assert result.signatures[-1].reason.startswith("not checked")
+
+
+def test_signature_built_to_stall_the_verifier_is_refused_at_once():
+    """A b= tag of white space ending in a bad character is a permerror, quickly."""
+    padding = "".join("\r\n " + " " * 989 for _ in range(120))
+    raw = (
+        "DKIM-Signature: v=1; a=rsa-sha256; d=s.example; s=sel; h=from; bh=AAAA; b=A"
+        + padding
+        + "!\r\n"
+    ).encode() + make_message()
+
+    result = check(raw, {})
+
+    assert result.signatures[0].result == "permerror"
+    assert "longer than" in result.signatures[0].reason
+    short = raw.replace(padding.encode(), b" " * 50)
+    assert check(short, {}).signatures[0].reason == "b= is not base64"
