@@ -17,24 +17,20 @@ def split_addresses(value: str) -> list[str]:
     (``team: a@x, b@x;``) contributes its members; its name is dropped.
     """
     items: list[str] = []
-    current: list[str] = []
+    start = 0
+    seen_at = False
     state = _Scanner()
-    for char in value:
-        if state.at_top_level(char):
-            if char == ",":
-                items.append("".join(current))
-                current = []
-                continue
-            if char == ":" and "@" not in "".join(current):
-                current = []
-                continue
-            if char == ";":
-                items.append("".join(current))
-                current = []
-                continue
-        current.append(char)
+    for index, char in enumerate(value):
+        seen_at = seen_at or char == "@"
+        if not state.at_top_level(char) or char not in ",;:":
+            continue
+        if char != ":":
+            items.append(value[start:index])
+        elif seen_at:
+            continue  # a colon after an address is not a group's name
+        start, seen_at = index + 1, False
 
-    items.append("".join(current))
+    items.append(value[start:])
     return [item.strip() for item in items if item.strip()]
 
 
@@ -46,21 +42,27 @@ def bare_address(item: str) -> str:
     """
     state = _Scanner()
     start: int | None = None
-    end: int | None = None
-    text: list[str] = []
     for index, char in enumerate(item):
-        in_angle, in_comment = state.angle, state.comment > 0
+        in_angle = state.angle
         state.at_top_level(char)
         if start is None and not in_angle and state.angle:
             start = index + 1
-        elif start is not None and end is None and in_angle and not state.angle:
-            end = index
-        if not in_comment and not state.comment:
-            text.append(char)
+        elif start is not None and in_angle and not state.angle:
+            return _without_comments(item[start:index])
 
-    if start is not None:
-        return item[start:end].strip()
-    return "".join(text).strip()
+    return _without_comments(item if start is None else item[start:])
+
+
+def _without_comments(text: str) -> str:
+    """Return ``text`` less its (possibly nested) comments."""
+    kept: list[str] = []
+    state = _Scanner()
+    for char in text:
+        in_comment = state.comment > 0
+        state.at_top_level(char)
+        if not in_comment and not state.comment:
+            kept.append(char)
+    return "".join(kept).strip()
 
 
 class _Scanner:

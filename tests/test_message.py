@@ -126,6 +126,12 @@ def test_message_id_has_ses_form():
         ("a@b.com (x<y)", ["a@b.com (x<y)"], ["a@b.com"]),
         ('<"a>b"@x.example>', ['<"a>b"@x.example>'], ['"a>b"@x.example']),
         ("Unclosed <a@b.com", ["Unclosed <a@b.com"], ["a@b.com"]),
+        (
+            "Pete(A nice \\) chap) <pete(his account)@silly.test(his host)>",
+            ["Pete(A nice \\) chap) <pete(his account)@silly.test(his host)>"],
+            ["pete@silly.test"],
+        ),
+        ("a@b.com: c@d.com", ["a@b.com: c@d.com"], ["a@b.com: c@d.com"]),
     ],
 )
 def test_address_lists(value, items, addresses):
@@ -151,3 +157,10 @@ def test_header_reading_stops_at_its_limit():
 
     assert headers[0] == Header("Subject", "first")
     assert len(headers) <= MAX_HEADER_BYTES // len(b"X-Filler: y\r\n") + 1
+
+
+def test_splitting_takes_linear_time():
+    """Thousands of colons after an address do not make splitting quadratic."""
+    value = "a@example.com" + ":" * 200_000 + ", b@example.com"
+
+    assert split_addresses(value) == ["a@example.com" + ":" * 200_000, "b@example.com"]
