@@ -23,6 +23,10 @@ log = logging.getLogger("sesrx.smtp")
 # SES's banner reads "220 <host> ESMTP Amazon SES" (reference section 7.1).
 IDENT = "ESMTP Amazon SES"
 REPLY_OK = "250 Ok"
+# Addresses end up in Return-Path, Received and DSN headers, where a control
+# character (a bare CR above all) would start a header of the sender's own.
+REPLY_BAD_SENDER = "553 5.1.7 Bad sender address syntax"
+REPLY_BAD_RECIPIENT = "553 5.1.3 Bad recipient address syntax"
 
 
 class SesHandler:
@@ -42,7 +46,9 @@ class SesHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        """Accept any sender, as SES does."""
+        """Accept any sender, as SES does, if it can go into a header."""
+        if _has_control(address):
+            return REPLY_BAD_SENDER
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return REPLY_OK
@@ -56,6 +62,10 @@ class SesHandler:
         rcpt_options: list[str],
     ) -> str:
         """Accept a recipient that an enabled rule of the rule set matches."""
+        if _has_control(address):
+            return REPLY_BAD_RECIPIENT
+        if address.lower() in (known.lower() for known in envelope.rcpt_tos):
+            return REPLY_OK  # the same recipient twice gets one copy
         config = self.pipeline.config
         tls = session.ssl is not None
         refusal = recipient_reply(
@@ -126,6 +136,10 @@ class SesSMTP(SMTP):
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(b"421 4.3.2 Service shutting down\r\n")
             transport.close()
+
+
+def _has_control(address: str) -> bool:
+    return any(char < " " or char == "\x7f" for char in address)
 
 
 def _helo_name(argument: str | None) -> str:

@@ -290,3 +290,39 @@ def test_ehlo_text_cannot_reach_the_headers(write_config, serve, tmp_path, ehlo,
     )
     assert b"\r" not in head.replace(b"\r\n", b"")
     assert b"X-Injected" not in head
+
+
+def test_control_characters_in_addresses_are_refused(write_config, serve, tmp_path):
+    """A bare CR in MAIL FROM or RCPT TO cannot smuggle a header in."""
+    server = serve(write_config({"rule_set": rule_set(STORE)}))
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        replies = conn.makefile("rb")
+        replies.readline()
+        conn.sendall(b"EHLO client.example\r\n")
+        while not replies.readline().startswith(b"250 "):
+            pass
+        conn.sendall(b'MAIL FROM:<"a\rX-Evil: 1"@sender.example>\r\n')
+        mail_reply = replies.readline()
+        conn.sendall(b"MAIL FROM:<a@sender.example>\r\n")
+        replies.readline()
+        conn.sendall(b'RCPT TO:<"b\rX-Evil: 1"@example.com>\r\n')
+        rcpt_reply = replies.readline()
+
+    assert mail_reply == b"553 5.1.7 Bad sender address syntax\r\n"
+    assert rcpt_reply == b"553 5.1.3 Bad recipient address syntax\r\n"
+
+
+def test_a_recipient_given_twice_is_kept_once(write_config, serve, tmp_path):
+    """Repeating RCPT TO, in any letter case, does not repeat the recipient."""
+    server = serve(write_config({"rule_set": rule_set(STORE)}))
+
+    sent = send(
+        server.port,
+        make_message(),
+        rcpt_tos=["dup@example.com", "DUP@example.com", "dup@example.com"],
+    )
+
+    assert all(reply == (250, "Ok") for reply in sent.rcpt.values())
+    trace = read_trace(tmp_path / "data", sent.message_id)
+    assert trace["envelope"]["rcpt_tos"] == ["dup@example.com"]
