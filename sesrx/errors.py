@@ -20,6 +20,7 @@ __all__ = [
     "SesrxError",
     "StartError",
     "StorageError",
+    "describe_error",
 ]
 
 
@@ -48,3 +49,12 @@ class ActionError(SesrxError):
 
 class StorageError(ActionError):
     """Writing to the data folder failed; the sender must retry."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """Return ``Type: message`` for any exception, even one with broken text."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "(the exception's text could not be read)"
+    return f"{type(exc).__name__}: {text}".encode("utf-8", "backslashreplace").decode()

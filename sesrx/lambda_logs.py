@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -56,9 +57,13 @@ class FunctionLog:
         )
         with self._lock:
             try:
+                if self._stream is not None and _unlinked(self._stream):
+                    self._close()  # the data folder was emptied meanwhile
                 if self._stream is None:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._stream = self.path.open("a", encoding="utf-8")
+                    self._stream = self.path.open(
+                        "a", encoding="utf-8", errors="backslashreplace"
+                    )
                 self._stream.write(f"{stamp}\t{request_id}\t{text}\n")
                 self._stream.flush()
             except OSError as exc:
@@ -82,6 +87,10 @@ class FunctionLog:
         if stream is not None:
             with contextlib.suppress(OSError):
                 stream.close()
+
+
+def _unlinked(stream: TextIO) -> bool:
+    return os.fstat(stream.fileno()).st_nlink == 0
 
 
 @dataclass(slots=True)
@@ -167,9 +176,15 @@ class _RecordSink(logging.Handler):
         invocation = _current.get()
         if invocation is None or record.name.startswith("sesrx"):
             return
-        text = f"[{record.levelname}]\t{record.getMessage()}"
-        if record.exc_info:
-            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        # A bad record (wrong % arguments, say) must not raise into the
+        # handler; logging's own handlers report it and carry on.
+        try:
+            text = f"[{record.levelname}]\t{record.getMessage()}"
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+        except Exception:
+            self.handleError(record)
+            return
         invocation.sink.write(invocation.request_id, text)
 
 

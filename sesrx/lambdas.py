@@ -24,6 +24,7 @@ from typing import Any
 
 from sesrx.config import Function
 from sesrx.disposition import Disposition, disposition_of, unknown_disposition
+from sesrx.errors import describe_error
 from sesrx.lambda_logs import Capture, FunctionLog, InvocationLog, capture
 from sesrx.storage import DataDir
 from sesrx.threads import on_daemon_thread
@@ -117,8 +118,13 @@ class LambdaRuntime:
         invocation = self._new(function, "Event", message_id)
 
         async def run() -> None:
-            await self._call(function, event, invocation)
-            await done(invocation)
+            try:
+                await self._call(function, event, invocation)
+                await done(invocation)
+            except Exception:
+                log.exception(
+                    "%s background call of %s failed", message_id, function.name
+                )
 
         task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
@@ -193,7 +199,7 @@ class LambdaRuntime:
             result = None
         except Exception as exc:
             invocation.status = "error"
-            invocation.error = f"{type(exc).__name__}: {exc}"
+            invocation.error = describe_error(exc)
             _report(output, exc)
             result = None
         else:
@@ -255,14 +261,16 @@ def _invoke(handler: Callable[..., Any], event: dict[str, Any], context: Any) ->
 
 
 def _report(output: InvocationLog, exc: BaseException) -> None:
-    lines = traceback.format_exception(exc)
-    output.sink.write(output.request_id, "".join(lines).rstrip())
+    try:
+        lines = "".join(traceback.format_exception(exc)).rstrip()
+    except Exception:
+        lines = describe_error(exc)
+    output.sink.write(output.request_id, lines)
     log.error(
-        "handler %s (request %s) raised %s: %s",
+        "handler %s (request %s) raised %s",
         output.function_name,
         output.request_id,
-        type(exc).__name__,
-        exc,
+        describe_error(exc),
         exc_info=exc,
     )
 

@@ -17,7 +17,7 @@ from sesrx.actions import Services
 from sesrx.bounces import settle_bounces
 from sesrx.config import Config
 from sesrx.dkim_check import UNSIGNED, DkimResult, verify_dkim
-from sesrx.errors import StorageError
+from sesrx.errors import StorageError, describe_error
 from sesrx.inbound import Delivery, InboundMessage
 from sesrx.lambdas import LambdaRuntime
 from sesrx.message import Header, new_message_id, parse_headers, received_header
@@ -76,7 +76,9 @@ class Pipeline:
             # finishing meanwhile does not change what the line says.
             summary = delivery.trace.summary()
             await self.save_trace(delivery)
-        except StorageError as exc:
+        except Exception as exc:  # a StorageError, or a fault of sesrx's own
+            if not isinstance(exc, StorageError):
+                log.exception("%s processing failed", message.message_id)
             reply = self._failed(delivery, exc)
             summary = delivery.trace.summary()
             with contextlib.suppress(StorageError):
@@ -122,13 +124,12 @@ class Pipeline:
         )
         return (Header("Return-Path", f"<{message.mail_from}>"), received)
 
-    def _failed(self, delivery: Delivery, exc: StorageError) -> str:
-        delivery.trace.error = str(exc)
+    def _failed(self, delivery: Delivery, exc: Exception) -> str:
+        error = str(exc) if isinstance(exc, StorageError) else describe_error(exc)
+        delivery.trace.error = error
         delivery.trace.reply = REPLY_RETRY
         log.error(
-            "%s a write failed, sender asked to retry: %s",
-            delivery.message.message_id,
-            exc,
+            "%s failed, sender asked to retry: %s", delivery.message.message_id, error
         )
         return REPLY_RETRY
 

@@ -158,6 +158,21 @@ def stop_rule_set(event, context):
     return {"Disposition": "x", "disposition": "Stop_Rule_Set"}
 
 
+class _Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text for you")
+
+
+def bad_text(event, context):
+    _record("bad_text", event, context)
+    raise ValueError("bad \\udcff text")
+
+
+def unprintable(event, context):
+    _record("unprintable", event, context)
+    raise _Unprintable()
+
+
 def typo(event, context):
     _record("typo", event, context)
     return {"disposition": "STOP"}

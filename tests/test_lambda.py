@@ -393,3 +393,36 @@ def test_unwritable_function_log_does_not_fail_the_message(
     assert sent.code == 250
     assert action["outcome"] == "ok"
     assert [c["name"] for c in read_calls(tmp_path)] == ["chatty"]
+
+
+@pytest.mark.parametrize("kind", ["RequestResponse", "Event"])
+def test_exceptions_with_broken_text_are_errors_like_others(
+    write_config, serve, tmp_path, kind
+):
+    """Exceptions whose text cannot be printed are errors like any other."""
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                rule(
+                    "r",
+                    call("handlers:bad_text", kind),
+                    call("handlers:unprintable", kind),
+                    STORE,
+                )
+            )
+        }
+    )
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+    assert server.wait_idle()
+    bad_text, unprintable, stored = read_trace(tmp_path / "data", sent.message_id)[
+        "rules"
+    ][0]["actions"]
+
+    assert sent.code == 250
+    assert bad_text["error"] == "ValueError: bad \\udcff text"
+    assert (
+        unprintable["error"] == "_Unprintable: (the exception's text could not be read)"
+    )
+    assert stored["outcome"] == "ok"
