@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import NoReturn
 
 from sesrx import __version__
 from sesrx.config import Config
@@ -81,21 +82,18 @@ def _serve(args: argparse.Namespace) -> int:
     except SesrxError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_START
-    _leave_stray_threads()
-    return EXIT_OK
+    return _exit_now()
 
 
-def _leave_stray_threads() -> None:
-    """Exit now if handlers left threads that could keep Python from exiting.
+def _exit_now() -> NoReturn:
+    """End the process now that the server has shut down cleanly.
 
-    Python waits at exit for non-daemon threads and for the workers of every
-    thread pool; one started by a handler would keep the process alive past
-    its grace period.
+    Python would otherwise wait at exit for whatever handlers left behind:
+    non-daemon threads, thread pools, child processes, atexit hooks.
     """
     stray = [t for t in threading.enumerate() if t is not threading.main_thread()]
-    if not stray:
-        return
-    log.warning("exiting with %d threads of handlers still running", len(stray))
+    if stray:
+        log.warning("exiting with %d threads of handlers still running", len(stray))
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

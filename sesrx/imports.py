@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sesrx.errors import describe_error
+
 __all__ = ["Handler", "HandlerImportError", "import_callable"]
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -40,8 +42,8 @@ def import_callable(spec: str, base_dir: Path) -> Handler:
     except ImportError as exc:
         problem = f"cannot import module {module_name!r}: {exc}"
         raise HandlerImportError(problem) from exc
-    except (Exception, SystemExit) as exc:
-        problem = f"importing {module_name!r} raised {type(exc).__name__}: {exc}"
+    except BaseException as exc:  # sys.exit() or worse at import time
+        problem = f"importing {module_name!r} raised {describe_error(exc)}"
         raise HandlerImportError(problem) from exc
 
     target = _attribute(module, module_name, attr_path)

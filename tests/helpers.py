@@ -221,6 +221,13 @@ def unserialisable(event, context):
     return {"disposition": "STOP_RULE_SET", "when": {1, 2}}
 
 
+def leaves_a_process(event, context):
+    import atexit, multiprocessing
+    multiprocessing.Process(target=time.sleep, args=(15,), daemon=False).start()
+    atexit.register(time.sleep, 600)
+    _record("leaves_a_process", event, context)
+
+
 def leaves_threads(event, context):
     import concurrent.futures, threading
     threading.Thread(target=time.sleep, args=(600,)).start()

@@ -222,3 +222,22 @@ def test_threads_left_by_handlers_do_not_block_exit(write_config, tmp_path):
     assert code == 0
     assert time.monotonic() - started < 10
     assert "threads of handlers still running" in log
+
+
+def test_child_processes_and_exit_hooks_do_not_block_exit(write_config, tmp_path):
+    """A handler's child process or atexit hook does not keep sesrx running."""
+    path = write_config(
+        {"rule_set": rule_set(rule("r", call("handlers:leaves_a_process")))}
+    )
+    server = Serving("--config", str(path), cwd=tmp_path)
+
+    send(server.port, make_message())
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    # The child keeps the stderr pipe open, so wait for the exit itself.
+    code = server.process.wait(timeout=30)
+    assert server.process.stderr is not None
+    server.process.stderr.close()
+
+    assert code == 0
+    assert time.monotonic() - started < 10

@@ -568,12 +568,16 @@ def test_deep_nesting_is_a_config_error(tmp_path):
         load_config(path)
 
 
-def test_handler_calling_exit_at_import_is_an_error(write_config, tmp_path):
-    """sys.exit() at import time is reported against the function."""
-    (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
+@pytest.mark.parametrize(
+    "body",
+    ["import sys\nsys.exit(0)\n", "raise KeyboardInterrupt\n", "raise GeneratorExit\n"],
+)
+def test_handler_calling_exit_at_import_is_an_error(write_config, tmp_path, body):
+    """sys.exit() and the like at import time are reported against the function."""
+    (tmp_path / "quits.py").write_text(body)
 
     document = {"functions": {"f": "quits:handler"}, "rule_set": rule_set(STORE)}
     error = error_of(write_config, document)
 
     assert error.key_path == "functions.f"
-    assert "SystemExit" in error.problem
+    assert error.problem.startswith("importing 'quits' raised ")
