@@ -52,6 +52,8 @@ class Delivery:
     added_headers: list[Header] = field(default_factory=list)
     bounces: list[Bounce] = field(default_factory=list)
     trace_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    trace_version: int = 0  # changes asked to be saved
+    trace_saved: int = 0  # the last of them on disk
 
     def add_header(self, header: Header) -> None:
         """Prepend a header that later actions and rules see."""

@@ -88,14 +88,25 @@ class Pipeline:
         return reply
 
     async def save_trace(self, delivery: Delivery) -> None:
-        """Write the message's trace file as it stands now."""
+        """Write the message's trace file as it stands now.
+
+        Calls that queue up behind a write share the next one: when many
+        background handlers finish at once, the trace is written a few
+        times, not once per handler.
+        """
+        delivery.trace_version += 1
+        wanted = delivery.trace_version
         async with delivery.trace_lock:
+            if delivery.trace_saved >= wanted:
+                return
+            version = delivery.trace_version
             path = self.data_dir.trace_path(delivery.message.message_id)
             try:
                 await self.data_dir.write_json(path, delivery.trace.as_dict())
             except StorageError:
                 log.exception("%s trace not written", delivery.message.message_id)
                 raise
+            delivery.trace_saved = version
 
     async def _inbound(self, arrival: Arrival, config: Config) -> InboundMessage:
         headers = parse_headers(arrival.content)

@@ -117,7 +117,7 @@ async def run_rule_set(
     """Run every matching rule in order until one stops the rule set."""
     verified = services.config.verified_domains
     stopped = False
-    for rule in rule_set.rules:
+    for number, rule in enumerate(rule_set.rules):
         trace = RuleTrace(rule.name)
         delivery.trace.rules.append(trace)
         recipients: tuple[str, ...] = ()
@@ -130,7 +130,11 @@ async def run_rule_set(
 
         trace.status = "matched"
         trace.recipients = list(recipients)
-        disposition = await _run_rule(rule, recipients, delivery, services, trace)
+        try:
+            disposition = await _run_rule(rule, recipients, delivery, services, trace)
+        except Exception:
+            _not_reached(rule_set.rules[number + 1 :], delivery)
+            raise
         stopped = disposition is Disposition.STOP_RULE_SET
 
 
@@ -146,7 +150,11 @@ async def _run_rule(
         trace = ActionTrace(action_type(action))
         rule_trace.actions.append(trace)
         context = ActionContext(delivery, rule, recipients, services, trace)
-        result = await _timed(action, context)
+        try:
+            result = await _timed(action, context)
+        except Exception:
+            _not_run(rule.actions[index + 1 :], rule_trace, NOT_REACHED)
+            raise
 
         if result.disposition is not Disposition.CONTINUE:
             _not_run(rule.actions[index + 1 :], rule_trace, NOT_REACHED)
@@ -176,8 +184,15 @@ async def _timed(action: Action, context: ActionContext) -> ActionResult:
 
 def _why_not(rule: ReceiptRule, stopped: bool) -> str:
     if stopped:
-        return "not reached"
+        return NOT_REACHED
     return "skipped" if rule.enabled else "disabled"
+
+
+def _not_reached(rules: tuple[ReceiptRule, ...], delivery: Delivery) -> None:
+    for rule in rules:
+        trace = RuleTrace(rule.name, status=NOT_REACHED)
+        _not_run(rule.actions, trace, "not run")
+        delivery.trace.rules.append(trace)
 
 
 def _not_run(actions: tuple[Action, ...], trace: RuleTrace, outcome: str) -> None:

@@ -211,7 +211,12 @@ def test_each_rule_sees_only_the_recipients_it_matches(write_config, serve, tmp_
 
 def test_failed_write_answers_451_and_leaves_nothing(write_config, serve, tmp_path):
     """When the bucket folder cannot be written the sender is told to retry."""
-    server = serve(write_config({"rule_set": rule_set(STORE)}))
+    store_then_tag = rule(
+        "first",
+        store("inbound"),
+        {"add_header": {"header_name": "X-A", "header_value": "b"}},
+    )
+    server = serve(write_config({"rule_set": rule_set(store_then_tag, STORE)}))
     (tmp_path / "data" / "s3" / "inbound").write_text("a file where a folder goes")
 
     sent = send(server.port, make_message())
@@ -224,6 +229,12 @@ def test_failed_write_answers_451_and_leaves_nothing(write_config, serve, tmp_pa
     trace = json.loads(trace_path.read_text())
     assert trace["reply"].startswith("451 4.3.0 ")
     assert "cannot write" in trace["error"]
+    first, second = trace["rules"]
+    assert [a["outcome"] for a in first["actions"]] == ["error", "not reached"]
+    assert (second["status"], second["actions"][0]["outcome"]) == (
+        "not reached",
+        "not run",
+    )
 
 
 def test_refusals_are_logged_with_their_reason(write_config, serve, caplog):
