@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -426,3 +427,30 @@ def test_exceptions_with_broken_text_are_errors_like_others(
         unprintable["error"] == "_Unprintable: (the exception's text could not be read)"
     )
     assert stored["outcome"] == "ok"
+
+
+def test_many_background_calls_share_trace_writes(write_config, serve, tmp_path):
+    """Twenty Event calls finishing together do not rewrite the trace twenty times."""
+    quick = call("handlers:record", "Event")
+    config = write_config(
+        {"rule_set": rule_set(rule("a", *[quick] * 10), rule("b", *[quick] * 10))}
+    )
+    server = serve(config)
+    data_dir = server.server.data_dir
+    writes = []
+    real_write = data_dir.write_json
+
+    async def counting_write(path, document):
+        writes.append(path)
+        await real_write(path, document)
+
+    data_dir.write_json = counting_write
+
+    sent = send(server.port, make_message())
+    assert server.wait_idle()
+    server.call(asyncio.sleep(0.2), 5)  # let the last coalesced write land
+    trace = read_trace(tmp_path / "data", sent.message_id)
+
+    outcomes = [a["outcome"] for r in trace["rules"] for a in r["actions"]]
+    assert outcomes == ["ok"] * 20
+    assert len(writes) < 20
