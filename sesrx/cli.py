@@ -10,12 +10,12 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import multiprocessing
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import NoReturn
 
 from sesrx import __version__
 from sesrx.config import Config
@@ -82,18 +82,27 @@ def _serve(args: argparse.Namespace) -> int:
     except SesrxError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_START
-    return _exit_now()
+    _exit_if_held()
+    return EXIT_OK
 
 
-def _exit_now() -> NoReturn:
-    """End the process now that the server has shut down cleanly.
+def _exit_if_held() -> None:
+    """End the process now if handlers left behind what Python waits for.
 
-    Python would otherwise wait at exit for whatever handlers left behind:
-    non-daemon threads, thread pools, child processes, atexit hooks.
+    At exit Python joins non-daemon threads and thread-pool workers, and
+    multiprocessing joins child processes: any of these started by a handler
+    would keep sesrx alive past its grace period. Otherwise exit normally,
+    so that profilers and coverage can write their data.
     """
-    stray = [t for t in threading.enumerate() if t is not threading.main_thread()]
-    if stray:
-        log.warning("exiting with %d threads of handlers still running", len(stray))
+    threads = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    children = multiprocessing.active_children()
+    if not threads and not children:
+        return
+    log.warning(
+        "exiting with %d threads and %d child processes of handlers still running",
+        len(threads),
+        len(children),
+    )
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -221,7 +221,7 @@ def test_threads_left_by_handlers_do_not_block_exit(write_config, tmp_path):
 
     assert code == 0
     assert time.monotonic() - started < 10
-    assert "threads of handlers still running" in log
+    assert "threads and 0 child processes of handlers still running" in log
 
 
 def test_child_processes_and_exit_hooks_do_not_block_exit(write_config, tmp_path):
