@@ -6,7 +6,7 @@ actions are done, and again whenever a background Lambda call finishes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["ActionTrace", "MessageTrace", "RuleTrace"]
@@ -55,7 +55,18 @@ class MessageTrace:
 
     def as_dict(self) -> dict[str, Any]:
         """Return the trace as JSON-ready data."""
-        return asdict(self)
+        # Built by hand: dataclasses.asdict deep-copies every value, and the
+        # trace is written at least once per message.
+        return {
+            "message_id": self.message_id,
+            "received_at": self.received_at,
+            "envelope": self.envelope,
+            "verdicts": self.verdicts,
+            "dkim_signatures": self.dkim_signatures,
+            "rules": [_rule_dict(rule) for rule in self.rules],
+            "reply": self.reply,
+            "error": self.error,
+        }
 
     def summary(self) -> str:
         """Return the rules that ran with their actions: ``r1(S3:ok) r2(...)``."""
@@ -64,6 +75,25 @@ class MessageTrace:
             for rule in self.rules
             if rule.status == "matched"
         )
+
+
+def _rule_dict(rule: RuleTrace) -> dict[str, Any]:
+    return {
+        "name": rule.name,
+        "status": rule.status,
+        "recipients": rule.recipients,
+        "actions": [
+            {
+                "type": action.type,
+                "outcome": action.outcome,
+                "disposition": action.disposition,
+                "duration_ms": action.duration_ms,
+                "error": action.error,
+                "detail": action.detail,
+            }
+            for action in rule.actions
+        ],
+    }
 
 
 def _ran(actions: list[ActionTrace]) -> list[str]:
