@@ -96,6 +96,7 @@ class Pipeline:
         """
         delivery.trace_version += 1
         wanted = delivery.trace_version
+        await asyncio.sleep(0)  # let other changes due now join this write
         async with delivery.trace_lock:
             if delivery.trace_saved >= wanted:
                 return

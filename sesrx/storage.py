@@ -96,9 +96,17 @@ class DataDir:
     async def write_atomic(self, path: Path, parts: list[bytes]) -> None:
         """Write ``parts`` to ``path`` through a temporary file and a rename."""
         try:
-            await _write_atomic(path, parts, self._tmp)
+            if sum(map(len, parts)) <= WRITE_ON_LOOP_BYTES:
+                _write_atomic_now(path, parts, self._tmp)
+            else:
+                await _write_atomic(path, parts, self._tmp)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc}") from exc
+
+
+# Files up to this size are written on the event loop: a trip to a worker
+# thread costs more than writing a few kilobytes to the page cache.
+WRITE_ON_LOOP_BYTES = 64 * 1024
 
 
 def _write_atomic_now(path: Path, parts: list[bytes], tmp: Path) -> None:
