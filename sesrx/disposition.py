@@ -23,14 +23,9 @@ def disposition_of(result: Any) -> Disposition:
     is read in any letter case; anything else means CONTINUE (SES Developer
     Guide, "Invoke Lambda function action").
     """
-    if isinstance(result, dict):
-        value = result.get("disposition")
-        if isinstance(value, str):
-            try:
-                return Disposition(value.strip().upper())
-            except ValueError:
-                pass
-    return Disposition.CONTINUE
+    value = result.get("disposition") if isinstance(result, dict) else None
+    name = value.strip().upper() if isinstance(value, str) else ""
+    return Disposition.__members__.get(name, Disposition.CONTINUE)
 
 
 def unknown_disposition(result: Any) -> str | None:

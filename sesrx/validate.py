@@ -99,15 +99,19 @@ def _bucket_problem(value: str) -> str | None:
         )
     if ".." in value or ".-" in value or "-." in value:
         return "a bucket name cannot have '..', '.-' or '-.'"
-    try:
-        ipaddress.IPv4Address(value)
-    except ValueError:
-        pass
-    else:
+    if _looks_like_ipv4(value):
         return "a bucket name cannot look like an IP address"
     if value.startswith(("xn--", "sthree-")) or value.endswith(("-s3alias", "--ol-s3")):
         return "a bucket name cannot use S3's reserved prefixes or suffixes"
     return None
+
+
+def _looks_like_ipv4(value: str) -> bool:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def key_prefix(value: str, node: Node) -> str:

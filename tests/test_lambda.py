@@ -10,6 +10,7 @@ import time
 import pytest
 
 from helpers import (
+    Sent,
     call,
     make_message,
     read_calls,
@@ -21,6 +22,20 @@ from helpers import (
 )
 
 pytestmark = pytest.mark.e2e
+
+
+def send_beside_a_slow_one(port: int, slow: str, fast: str) -> tuple[Sent, float]:
+    """Send to ``slow`` on one thread, then to ``fast``; time the second."""
+    sender = threading.Thread(
+        target=send, args=(port, make_message()), kwargs={"rcpt_tos": [slow]}
+    )
+    sender.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    sent = send(port, make_message(), rcpt_tos=[fast])
+    elapsed = time.monotonic() - started
+    sender.join()
+    return sent, elapsed
 
 
 ARN = "arn:aws:lambda:eu-west-1:000011112222:function:recorder"
@@ -210,18 +225,10 @@ def test_blocking_handler_does_not_stall_other_sessions(write_config, serve, tmp
         }
     )
     server = serve(config)
-    slow = threading.Thread(
-        target=send,
-        args=(server.port, make_message()),
-        kwargs={"rcpt_tos": ["slow@example.com"]},
-    )
 
-    slow.start()
-    time.sleep(0.2)
-    started = time.monotonic()
-    sent = send(server.port, make_message(), rcpt_tos=["fast@example.com"])
-    elapsed = time.monotonic() - started
-    slow.join()
+    sent, elapsed = send_beside_a_slow_one(
+        server.port, "slow@example.com", "fast@example.com"
+    )
 
     assert sent.code == 250
     assert elapsed < 1.0
@@ -327,18 +334,10 @@ def test_blocking_async_handler_does_not_stall_others(write_config, serve, tmp_p
         }
     )
     server = serve(config)
-    slow = threading.Thread(
-        target=send,
-        args=(server.port, make_message()),
-        kwargs={"rcpt_tos": ["s@example.com"]},
-    )
 
-    slow.start()
-    time.sleep(0.1)
-    started = time.monotonic()
-    sent = send(server.port, make_message(), rcpt_tos=["f@example.com"])
-    elapsed = time.monotonic() - started
-    slow.join()
+    sent, elapsed = send_beside_a_slow_one(
+        server.port, "s@example.com", "f@example.com"
+    )
 
     assert sent.code == 250
     assert elapsed < 0.5
