@@ -62,13 +62,14 @@ def receipt_object(
 ) -> dict[str, Any]:
     """Return ``receipt``: verdicts, this rule's recipients and the action."""
     dkim = delivery.message.dkim
-    scan = "PASS" if rule.scan_enabled else "DISABLED"
+    scan = delivery.message.scan
     return {
         "timestamp": _timestamp(delivery),
         "processingTimeMillis": delivery.processing_time_millis(),
         "recipients": list(recipients),
-        "spamVerdict": {"status": scan},
-        "virusVerdict": {"status": scan},
+        # A rule with scan_enabled false gets DISABLED (reference section 5).
+        "spamVerdict": {"status": scan.spam if rule.scan_enabled else "DISABLED"},
+        "virusVerdict": {"status": scan.virus if rule.scan_enabled else "DISABLED"},
         # TODO(#3): evaluate SPF and DMARC from the DNS zone; GRAY means
         # "no record", which is what an empty zone gives.
         "spfVerdict": {"status": "GRAY"},

@@ -10,6 +10,7 @@ from datetime import datetime
 from sesrx.config import BounceAction
 from sesrx.dkim_check import DkimResult
 from sesrx.message import Header, render_fields
+from sesrx.scan import ScanResult
 from sesrx.trace import ActionTrace, MessageTrace
 
 __all__ = ["Bounce", "Delivery", "InboundMessage"]
@@ -29,6 +30,7 @@ class InboundMessage:
     raw: bytes
     headers: tuple[Header, ...]
     dkim: DkimResult
+    scan: ScanResult
     started: float = field(default_factory=time.monotonic)
 
 

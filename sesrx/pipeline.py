@@ -22,6 +22,7 @@ from sesrx.inbound import Delivery, InboundMessage
 from sesrx.lambdas import LambdaRuntime
 from sesrx.message import Header, new_message_id, parse_headers, received_header
 from sesrx.rules import run_rule_set
+from sesrx.scan import ScanResult, scan
 from sesrx.storage import DataDir
 from sesrx.threads import on_daemon_thread
 from sesrx.trace import MessageTrace
@@ -30,8 +31,10 @@ __all__ = ["REPLY_RETRY", "Arrival", "Pipeline"]
 
 log = logging.getLogger("sesrx.message")
 
-# Messages whose DKIM signatures are checked at the same time.
+# Messages whose DKIM signatures are checked, or large bodies scanned, at
+# the same time; and the largest message scanned on the event loop.
 DKIM_AT_ONCE = 2
+SCAN_ON_LOOP_BYTES = 64 * 1024
 REPLY_RETRY = "451 4.3.0 Temporary failure storing the message, try again later"
 
 
@@ -122,6 +125,7 @@ class Pipeline:
             raw=arrival.content,
             headers=headers,
             dkim=await _dkim(arrival.content, headers, config, self._dkim_slots),
+            scan=await _scan(arrival.content, self._dkim_slots),
         )
 
     @staticmethod
@@ -173,6 +177,14 @@ async def _dkim(
         )
 
 
+async def _scan(raw: bytes, slots: asyncio.Semaphore) -> ScanResult:
+    if len(raw) <= SCAN_ON_LOOP_BYTES:
+        return scan(raw)
+    # Decoding the parts of a large message is slow: keep it off the loop.
+    async with slots:
+        return await on_daemon_thread("sesrx-scan", scan, raw)
+
+
 def _trace(message: InboundMessage) -> MessageTrace:
     return MessageTrace(
         message_id=message.message_id,
@@ -185,7 +197,11 @@ def _trace(message: InboundMessage) -> MessageTrace:
             "tls": message.tls,
             "size": len(message.raw),
         },
-        verdicts={"dkim": message.dkim.verdict},
+        verdicts={
+            "dkim": message.dkim.verdict,
+            "spam": message.scan.spam,
+            "virus": message.scan.virus,
+        },
         dkim_signatures=[
             {
                 "domain": s.domain,

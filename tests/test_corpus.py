@@ -205,3 +205,14 @@ def test_lambda_event_has_the_shape_of_real_samples(corpus_server, sample):
         k: v for k, v in wanted["ses"]["receipt"].items() if k != "dmarcPolicy"
     }
     assert record["ses"]["receipt"] == wanted_receipt
+
+
+def test_gtube_corpus_message_is_spam(corpus_server):
+    """The real GTUBE message of the corpus gets spam FAIL."""
+    server, folder = corpus_server
+    raw = (CORPUS / "messages" / "spamscope-mail_test_16").read_bytes()
+
+    sent = send(server.port, as_sent(raw))
+    verdicts = read_trace(folder / "data", sent.message_id)["verdicts"]
+
+    assert (verdicts["spam"], verdicts["virus"]) == ("FAIL", "PASS")

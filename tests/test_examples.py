@@ -15,6 +15,7 @@ from types import MappingProxyType
 import pytest
 
 from sesrx.loader import load_config
+from sesrx.scan import GTUBE
 from sesrx.threaded import ServerThread
 
 from conftest import EXAMPLES
@@ -79,6 +80,13 @@ def test_drop_spam(example, tmp_path, key):
     assert f"dropping {spam.message_id}: dkimVerdict" in log_lines(
         tmp_path, "drop-spam"
     )
+    gtube = send(
+        server.port, make_message(body=GTUBE.decode()), rcpt_tos=["a@example2.com"]
+    )
+    assert f"dropping {gtube.message_id}: spamVerdict" in log_lines(
+        tmp_path, "drop-spam"
+    )
+    assert gtube.message_id not in objects(tmp_path, "example2-mail")
 
 
 def test_bounce_spam(example, tmp_path, key):

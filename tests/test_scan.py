@@ -1,0 +1,74 @@
+"""Spam and virus verdicts: the GTUBE and EICAR test strings."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from sesrx.scan import EICAR, GTUBE, scan
+
+from helpers import call, make_message, read_calls, rule, rule_set, send
+
+
+def attachment(content: bytes, encoding: str = "base64") -> bytes:
+    body = (
+        base64.encodebytes(content).decode()
+        if encoding == "base64"
+        else content.decode()
+    )
+    return (
+        "From: a@sender.example\r\nTo: b@example.com\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="xx"\r\n\r\n'
+        "--xx\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+        "--xx\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Transfer-Encoding: {encoding}\r\n\r\n{body}\r\n--xx--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "spam", "virus"),
+    [
+        (make_message(), "PASS", "PASS"),
+        (make_message(body=GTUBE.decode()), "FAIL", "PASS"),
+        (attachment(EICAR), "PASS", "FAIL"),
+        (attachment(GTUBE + b"\r\n" + EICAR), "FAIL", "FAIL"),
+        (attachment(EICAR[:20]), "PASS", "PASS"),
+    ],
+)
+def test_test_strings_fail_their_verdict(raw, spam, virus):
+    """GTUBE makes spam FAIL and EICAR virus FAIL, plain or base64-encoded."""
+    result = scan(raw)
+
+    assert (result.spam, result.virus) == (spam, virus)
+
+
+def test_raw_bytes_are_searched_whatever_the_declared_encoding():
+    """A string in the raw bytes counts even where the headers say base64."""
+    raw = b"Content-Transfer-Encoding: base64\r\n\r\n" + GTUBE + b"\r\n"
+
+    assert scan(raw).spam == "FAIL"
+
+
+@pytest.mark.e2e
+def test_verdicts_reach_handlers_unless_scanning_is_off(write_config, serve, tmp_path):
+    """Rules with scan_enabled get the verdicts; rules without get DISABLED."""
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                rule("scanned", call("handlers:record")),
+                rule("unscanned", call("handlers:record"), scan_enabled=False),
+            )
+        }
+    )
+    server = serve(config)
+
+    send(server.port, attachment(EICAR))
+    scanned, unscanned = [
+        c["event"]["Records"][0]["ses"]["receipt"] for c in read_calls(tmp_path)
+    ]
+
+    assert scanned["spamVerdict"] == {"status": "PASS"}
+    assert scanned["virusVerdict"] == {"status": "FAIL"}
+    assert unscanned["spamVerdict"] == {"status": "DISABLED"}
+    assert unscanned["virusVerdict"] == {"status": "DISABLED"}
