@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -26,6 +26,9 @@ REPLY_OK = "250 Ok"
 # Addresses end up in Return-Path, Received and DSN headers, where a control
 # character (a bare CR above all) would start a header of the sender's own.
 REPLY_BAD_SENDER = "553 5.1.7 Bad sender address syntax"
+# An oversize message, at MAIL FROM (SIZE=) or at the end of DATA; SES's
+# reply is not documented, this is the RFC 3463 code for it.
+REPLY_TOO_LARGE = "552 5.3.4 Message too large"
 REPLY_BAD_RECIPIENT = "553 5.1.3 Bad recipient address syntax"
 
 
@@ -129,6 +132,12 @@ class SesSMTP(SMTP):
         """Forget the session."""
         self._sessions.discard(self)
         super().connection_lost(error)
+
+    async def push(self, status: AnyStr) -> None:
+        """Send a reply; aiosmtpd's size refusals get SES's wording."""
+        if isinstance(status, str) and status.startswith("552 Error:"):
+            status = REPLY_TOO_LARGE
+        await super().push(status)
 
     def close(self) -> None:
         """Say the service is closing (RFC 5321 3.8) and close the connection."""

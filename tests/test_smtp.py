@@ -337,3 +337,26 @@ def test_a_recipient_given_twice_is_kept_once(write_config, serve, tmp_path):
     assert all(reply == (250, "Ok") for reply in sent.rcpt.values())
     trace = read_trace(tmp_path / "data", sent.message_id)
     assert trace["envelope"]["rcpt_tos"] == ["dup@example.com"]
+
+
+def test_oversize_message_gets_552_5_3_4_and_is_not_stored(
+    write_config, serve, tmp_path
+):
+    """Past max_message_size the reply is 552 5.3.4, at MAIL or at DATA."""
+    config = write_config(
+        {"server": {"max_message_size": 500}, "rule_set": rule_set(STORE)}
+    )
+    server = serve(config)
+
+    with smtplib.SMTP("127.0.0.1", server.port) as client:
+        client.ehlo("client.example")
+        assert client.has_extn("size")
+        declared = client.mail("a@sender.example", ["SIZE=100000"])
+        client.rset()
+        client.mail("a@sender.example")
+        client.rcpt("bob@example.com")
+        sent = client.data(make_message(body="x" * 600))
+
+    assert declared == (552, b"5.3.4 Message too large")
+    assert sent == (552, b"5.3.4 Message too large")
+    assert not (tmp_path / "data" / "s3" / "inbound").exists()
