@@ -14,6 +14,9 @@ from sesrx.message import Header
 
 __all__ = ["lambda_event", "mail_object", "receipt_object"]
 
+# Header bytes listed in mail.headers (SES Developer Guide, notification
+# contents: "headersTruncated").
+MAX_HEADER_BYTES = 10 * 1024
 # commonHeaders keys, in SES's order, and the header each one reads.
 _ADDRESS_LISTS = {
     "from": "from",
@@ -41,15 +44,15 @@ def mail_object(delivery: Delivery) -> dict[str, Any]:
     """Return ``mail``: the envelope, the headers and ``commonHeaders``."""
     message = delivery.message
     headers = delivery.headers()
+    listed = _within_limit(headers)
     first = _first_values(headers)
     return {
         "timestamp": _timestamp(delivery),
         "source": message.mail_from,
         "messageId": message.message_id,
         "destination": _destination(first),
-        # TODO(#3): set headersTruncated past 10 KB of headers.
-        "headersTruncated": False,
-        "headers": [{"name": h.name, "value": h.value} for h in headers],
+        "headersTruncated": len(listed) < len(headers),
+        "headers": [{"name": h.name, "value": h.value} for h in listed],
         "commonHeaders": _common_headers(first),
     }
 
@@ -90,6 +93,21 @@ def lambda_event(mail: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any
             }
         ]
     }
+
+
+def _within_limit(headers: list[Header]) -> list[Header]:
+    """Return the leading headers that fit in SES's 10 KB of notification.
+
+    SES says headers past about 10 KB are left out and headersTruncated set;
+    how it cuts is not documented, so whole headers are kept, in order, while
+    they fit.
+    """
+    size = 0
+    for count, header in enumerate(headers):
+        size += len(header.name) + len(header.value.encode("utf-8")) + 4
+        if size > MAX_HEADER_BYTES:
+            return headers[:count]
+    return headers
 
 
 def _timestamp(delivery: Delivery) -> str:

@@ -453,3 +453,24 @@ def test_many_background_calls_share_trace_writes(write_config, serve, tmp_path)
     outcomes = [a["outcome"] for r in trace["rules"] for a in r["actions"]]
     assert outcomes == ["ok"] * 20
     assert len(writes) < 20
+
+
+def test_headers_past_10_kb_are_cut_and_flagged(write_config, serve, tmp_path):
+    """mail.headers stops at 10 KB of headers and says so; commonHeaders does not."""
+    config = write_config({"rule_set": rule_set(rule("r", call("handlers:record")))})
+    server = serve(config)
+    filler = tuple(("X-Filler", "y" * 200) for _ in range(60))
+    extra = (*filler, ("Reply-To", "late@sender.example"))
+
+    send(server.port, make_message(extra=extra))
+    small = send(server.port, make_message())
+    big_mail, small_mail = [
+        c["event"]["Records"][0]["ses"]["mail"] for c in read_calls(tmp_path)
+    ]
+
+    assert big_mail["headersTruncated"] is True
+    size = sum(len(h["name"]) + len(h["value"]) + 4 for h in big_mail["headers"])
+    assert 9 * 1024 < size <= 10 * 1024
+    assert big_mail["commonHeaders"]["replyTo"] == ["late@sender.example"]
+    assert small_mail["headersTruncated"] is False
+    assert small.code == 250
