@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping as MappingType
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 from sesrx.imports import Handler
@@ -21,6 +22,7 @@ __all__ = [
     "BounceAction",
     "Config",
     "Function",
+    "IpFilter",
     "LambdaAction",
     "ReceiptRule",
     "RuleSet",
@@ -33,6 +35,7 @@ __all__ = [
 MAX_RULES = 200
 MAX_ACTIONS = 10
 MAX_RECIPIENTS = 100
+MAX_IP_FILTERS = 100
 SES_MAX_MESSAGE_SIZE = 40 * 1024 * 1024
 SES_LAMBDA_TIMEOUT = 30.0
 
@@ -162,6 +165,15 @@ class RuleSet:
 
 
 @dataclass(frozen=True, slots=True)
+class IpFilter:
+    """A receipt IP filter (SES ``ReceiptFilter``)."""
+
+    name: str
+    policy: str  # Allow | Block
+    network: IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything a server needs, checked and frozen."""
 
@@ -173,6 +185,7 @@ class Config:
     functions: MappingType[str, Function]
     rule_set: RuleSet
     source: Path | None = None
+    ip_filters: tuple[IpFilter, ...] = ()
 
     @property
     def source_name(self) -> str:

@@ -21,6 +21,7 @@ from sesrx.config import (
     BOUNCE_MODES,
     INVOCATION_TYPES,
     MAX_ACTIONS,
+    MAX_IP_FILTERS,
     MAX_RECIPIENTS,
     MAX_RULES,
     SES_LAMBDA_TIMEOUT,
@@ -32,6 +33,7 @@ from sesrx.config import (
     BounceAction,
     Config,
     Function,
+    IpFilter,
     LambdaAction,
     ReceiptRule,
     RuleSet,
@@ -117,6 +119,7 @@ def _load_text(text: str, source: Path | str, base_dir: Path) -> Config:
             "dns",
             "functions",
             "rule_set",
+            "ip_filters",
         },
         required={"rule_set"},
     )
@@ -131,6 +134,7 @@ def _load_text(text: str, source: Path | str, base_dir: Path) -> Config:
         functions=functions,
         rule_set=_rule_set(root.get("rule_set"), functions, aws, base_dir),
         source=source if isinstance(source, Path) else None,
+        ip_filters=_ip_filters(root.get("ip_filters")),
     )
 
 
@@ -190,6 +194,29 @@ def _aws(node: Node) -> AwsConfig:
         )
 
     return AwsConfig(region=region, account_id=account_id)
+
+
+def _ip_filters(node: Node) -> tuple[IpFilter, ...]:
+    filters: list[IpFilter] = []
+    for item in node.items():
+        entry = item.mapping(
+            {"name", "policy", "cidr"}, required={"name", "policy", "cidr"}
+        )
+        name_node, cidr_node = entry.get("name"), entry.get("cidr")
+        name = validate.resource_name(name_node.expect(str), name_node)
+        if any(existing.name == name for existing in filters):
+            name_node.fail(f"a filter named {name!r} exists")
+        filters.append(
+            IpFilter(
+                name=name,
+                policy=entry.choice("policy", ("Allow", "Block"), "Block"),
+                network=validate.cidr(cidr_node.expect(str), cidr_node),
+            )
+        )
+
+    if len(filters) > MAX_IP_FILTERS:
+        node.fail(f"SES allows at most {MAX_IP_FILTERS} IP filters")
+    return tuple(filters)
 
 
 def _verified_domains(node: Node) -> tuple[str, ...] | None:

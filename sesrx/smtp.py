@@ -13,6 +13,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from sesrx.ip_filters import REPLY_BLOCKED, is_blocked
 from sesrx.pipeline import REPLY_RETRY, Arrival, Pipeline
 from sesrx.rules import recipient_reply, refusal_reason
 
@@ -122,14 +123,29 @@ class SesSMTP(SMTP):
     def __init__(self, handler: SesHandler, sessions: set[SesSMTP], **kwargs: Any):
         super().__init__(handler, **kwargs)
         self._sessions = sessions
+        self._filters = handler.pipeline.config.ip_filters
+        self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Remember the session so that shutdown can close it."""
+        """Refuse a client an IP filter blocks; remember the others."""
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if is_blocked(self._filters, address):
+            # Refused before the greeting, and nothing else (SES: IP filters).
+            self._refused = True
+            log.info("%s refused by an IP filter", address)
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(f"{REPLY_BLOCKED}\r\n".encode())
+            transport.close()
+            return
+
         self._sessions.add(self)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         """Forget the session."""
+        if self._refused:
+            return
         self._sessions.discard(self)
         super().connection_lost(error)
 

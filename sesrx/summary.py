@@ -30,6 +30,7 @@ def describe(config: Config) -> str:
         f"data:        {config.data_dir}",
         f"verified:    {domains}",
         f"bounce mode: {server.bounce_mode}",
+        f"ip filters:  {_filters(config)}",
         f"rule set:    {config.rule_set.name} ({_rules(len(config.rule_set.rules))})",
     ]
     for number, rule in enumerate(config.rule_set.rules, start=1):
@@ -40,6 +41,12 @@ def describe(config: Config) -> str:
         lines += [f"       - {_action(action)}" for action in rule.actions]
 
     return "\n".join(lines)
+
+
+def _filters(config: Config) -> str:
+    if not config.ip_filters:
+        return "none (every client may connect)"
+    return ", ".join(f"{f.name} {f.policy} {f.network}" for f in config.ip_filters)
 
 
 def _rules(count: int) -> str:

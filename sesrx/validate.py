@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from ipaddress import IPv4Network, IPv6Network
 
 from sesrx._reader import Node
 from sesrx.storage import key_to_relative_path
@@ -12,6 +13,7 @@ __all__ = [
     "FUNCTION_NAME",
     "address",
     "bucket_name",
+    "cidr",
     "dns_name",
     "domain",
     "header_name",
@@ -112,6 +114,16 @@ def _looks_like_ipv4(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def cidr(value: str, node: Node) -> IPv4Network | IPv6Network:
+    """Check an IP address or CIDR block, IPv4 or IPv6."""
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        node.fail(
+            f"expected an IP address or CIDR block such as 10.0.0.0/24, got {value!r}"
+        )
 
 
 def key_prefix(value: str, node: Node) -> str:

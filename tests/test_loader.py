@@ -581,3 +581,37 @@ def test_handler_calling_exit_at_import_is_an_error(write_config, tmp_path, body
 
     assert error.key_path == "functions.f"
     assert error.problem.startswith("importing 'quits' raised ")
+
+
+@pytest.mark.parametrize(
+    ("filters", "key_path", "words"),
+    [
+        (
+            [{"name": "a", "policy": "Deny", "cidr": "10.0.0.0/8"}],
+            "ip_filters[0].policy",
+            "Allow, Block",
+        ),
+        (
+            [{"name": "a", "policy": "Block", "cidr": "10.0.0.0/33"}],
+            "ip_filters[0].cidr",
+            "CIDR",
+        ),
+        (
+            [{"name": "a", "policy": "Block", "cidr": "[::1]"}],
+            "ip_filters[0].cidr",
+            "CIDR",
+        ),
+        ([{"name": "a", "policy": "Block"}], "ip_filters[0].cidr", "required"),
+        (
+            [{"name": "a", "policy": "Block", "cidr": "10.0.0.1"}] * 2,
+            "ip_filters[1].name",
+            "exists",
+        ),
+    ],
+)
+def test_ip_filter_errors(write_config, filters, key_path, words):
+    """Bad IP filters are reported by key path."""
+    error = error_of(write_config, {"ip_filters": filters, "rule_set": rule_set(STORE)})
+
+    assert error.key_path == key_path
+    assert words in error.problem
