@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sesrx: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BrokenPipeError:
+        # The reader (``| head``) left; say nothing more (Python docs, signal).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
