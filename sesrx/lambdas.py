@@ -18,7 +18,7 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,8 @@ __all__ = ["Invocation", "LambdaContext", "LambdaRuntime"]
 
 log = logging.getLogger("sesrx.lambda")
 
+# Retries of a failed Event invocation, as Lambda makes them.
+EVENT_RETRIES = 2
 # Invocations kept in memory for inspection; older ones are dropped.
 KEEP_INVOCATIONS = 1000
 
@@ -74,6 +76,7 @@ class Invocation:
     disposition: str | None = None
     error: str | None = None
     note: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the invocation as JSON-ready data."""
@@ -119,7 +122,7 @@ class LambdaRuntime:
 
         async def run() -> None:
             try:
-                await self._call(function, event, invocation)
+                await self._attempts(function, event, invocation)
                 await done(invocation)
             except Exception:
                 log.exception(
@@ -130,6 +133,28 @@ class LambdaRuntime:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return invocation
+
+    async def _attempts(
+        self, function: Function, event: dict[str, Any], invocation: Invocation
+    ) -> None:
+        """Call an Event handler until it succeeds, at most three times.
+
+        Lambda retries a failed asynchronous invocation twice, with the same
+        request id (Lambda Developer Guide, "Asynchronous invocation"); here
+        the retries come at once rather than after one and two minutes.
+        """
+        original = json.dumps(event)
+        for _ in range(1 + EVENT_RETRIES):
+            await self._call(function, json.loads(original), invocation)
+            invocation.attempts.append(
+                {
+                    "status": invocation.status,
+                    "error": invocation.error,
+                    "duration_ms": invocation.duration_ms,
+                }
+            )
+            if invocation.status == "ok":
+                return
 
     @property
     def running(self) -> int:

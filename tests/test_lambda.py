@@ -474,3 +474,21 @@ def test_headers_past_10_kb_are_cut_and_flagged(write_config, serve, tmp_path):
     assert big_mail["commonHeaders"]["replyTo"] == ["late@sender.example"]
     assert small_mail["headersTruncated"] is False
     assert small.code == 250
+
+
+def test_failing_event_call_is_tried_three_times(write_config, serve, tmp_path):
+    """A raising Event handler is retried twice, as Lambda does, each attempt traced."""
+    config = write_config(
+        {"rule_set": rule_set(rule("r", call("handlers:raises", "Event")))}
+    )
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+    assert server.wait_idle()
+    action = read_trace(tmp_path / "data", sent.message_id)["rules"][0]["actions"][0]
+    calls = read_calls(tmp_path)
+
+    assert len(calls) == 3
+    assert len({c["context"]["aws_request_id"] for c in calls}) == 1
+    assert action["outcome"] == "error"
+    assert [a["status"] for a in action["detail"]["attempts"]] == ["error"] * 3

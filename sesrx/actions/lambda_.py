@@ -52,7 +52,7 @@ async def run_lambda(action: LambdaAction, context: ActionContext) -> ActionResu
 
 
 def _detail(invocation: Invocation) -> dict[str, Any]:
-    detail = {
+    detail: dict[str, Any] = {
         "function_name": invocation.function_name,
         "request_id": invocation.request_id,
         "invocation_type": invocation.invocation_type,
@@ -60,4 +60,6 @@ def _detail(invocation: Invocation) -> dict[str, Any]:
     }
     if invocation.note:
         detail["note"] = invocation.note
+    if len(invocation.attempts) > 1:
+        detail["attempts"] = invocation.attempts
     return detail
