@@ -11,6 +11,7 @@ from sesrx.errors import StartError
 from sesrx.lambda_logs import Capture
 from sesrx.lambdas import LambdaRuntime
 from sesrx.pipeline import Pipeline
+from sesrx.setup_notice import write_setup_notifications
 from sesrx.smtp import IDENT, SesHandler, SesSMTP
 from sesrx.storage import DataDir
 
@@ -35,6 +36,7 @@ class Server:
     async def start(self) -> None:
         """Prepare the data folder and start listening."""
         self.data_dir.prepare()
+        await write_setup_notifications(self.config, self.data_dir)
         server = self.config.server
         loop = asyncio.get_running_loop()
 

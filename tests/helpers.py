@@ -106,6 +106,17 @@ class DkimKey:
         return signature + message
 
 
+def stored_messages(bucket_dir: Path) -> list[Path]:
+    """Return the objects of a local bucket, less SES's setup notification."""
+    if not bucket_dir.exists():
+        return []
+    return sorted(
+        path
+        for path in bucket_dir.rglob("*")
+        if path.is_file() and path.name != "AMAZON_SES_SETUP_NOTIFICATION"
+    )
+
+
 def read_trace(data_dir: Path, message_id: str) -> dict[str, Any]:
     """Return the trace sesrx wrote for ``message_id``."""
     return json.loads((data_dir / "traces" / f"{message_id}.json").read_text())

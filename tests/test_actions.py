@@ -16,6 +16,7 @@ from helpers import (
     rule_set,
     send,
     store,
+    stored_messages,
 )
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +48,7 @@ def test_bounce_of_every_recipient_replaces_the_reply(write_config, serve, tmp_p
     )
 
     assert sent.data == (550, "5.1.1 Mailbox does not exist")
-    assert len(list((tmp_path / "data" / "s3" / "kept").iterdir())) == 1
+    assert len(stored_messages(tmp_path / "data" / "s3" / "kept")) == 1
     assert list((tmp_path / "data" / "outbox").iterdir()) == []
 
 
@@ -181,8 +182,8 @@ def test_stop_ends_the_rule_set(write_config, serve, tmp_path):
     trace = read_trace(tmp_path / "data", sent.message_id)
 
     assert sent.code == 250
-    assert not (tmp_path / "data" / "s3" / "one").exists()
-    assert not (tmp_path / "data" / "s3" / "two").exists()
+    assert stored_messages(tmp_path / "data" / "s3" / "one") == []
+    assert stored_messages(tmp_path / "data" / "s3" / "two") == []
     one, two = trace["rules"]
     assert (one["status"], two["status"]) == ("matched", "not reached")
     assert [a["outcome"] for a in one["actions"]] == ["ok", "not reached"]
@@ -268,3 +269,22 @@ def test_dsn_carries_8bit_headers(write_config, serve, tmp_path):
     assert sent.code == 250
     headers = list(dsn.iter_parts())[2]
     assert b"Subject: caf\xe9 \xc3\xa9\r\n" in headers.get_payload(decode=True)
+
+
+def test_setup_notification_is_written_under_each_prefix(write_config, serve, tmp_path):
+    """Loading the rule set writes AMAZON_SES_SETUP_NOTIFICATION per S3 action."""
+    config = write_config(
+        {
+            "rule_set": rule_set(
+                rule("a", store("inbound", object_key_prefix="emails")),
+                rule("b", store("inbound"), store("other", object_key_prefix="x/")),
+            )
+        }
+    )
+
+    serve(config)
+
+    buckets = tmp_path / "data" / "s3"
+    assert (buckets / "inbound" / "emails" / "AMAZON_SES_SETUP_NOTIFICATION").is_file()
+    assert (buckets / "inbound" / "AMAZON_SES_SETUP_NOTIFICATION").is_file()
+    assert (buckets / "other" / "x" / "AMAZON_SES_SETUP_NOTIFICATION").is_file()

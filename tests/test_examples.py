@@ -19,7 +19,7 @@ from sesrx.scan import GTUBE
 from sesrx.threaded import ServerThread
 
 from conftest import EXAMPLES
-from helpers import DkimKey, make_message, read_trace, send
+from helpers import DkimKey, make_message, read_trace, send, stored_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -47,12 +47,7 @@ def signed(key: DkimKey, tamper: bool = False, **fields: str) -> bytes:
 
 
 def objects(tmp_path: Path, bucket: str) -> list[str]:
-    folder = tmp_path / "s3" / bucket
-    return (
-        sorted(p.name for p in folder.rglob("*") if p.is_file())
-        if folder.exists()
-        else []
-    )
+    return sorted(p.name for p in stored_messages(tmp_path / "s3" / bucket))
 
 
 def log_lines(tmp_path: Path, function: str) -> list[str]:

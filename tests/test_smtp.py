@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import smtplib
 import socket
 
 import pytest
 
-from helpers import call, make_message, read_trace, rule, rule_set, send, store
+from helpers import (
+    call,
+    make_message,
+    read_trace,
+    rule,
+    rule_set,
+    send,
+    store,
+    stored_messages,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -217,7 +227,9 @@ def test_failed_write_answers_451_and_leaves_nothing(write_config, serve, tmp_pa
         {"add_header": {"header_name": "X-A", "header_value": "b"}},
     )
     server = serve(write_config({"rule_set": rule_set(store_then_tag, STORE)}))
-    (tmp_path / "data" / "s3" / "inbound").write_text("a file where a folder goes")
+    bucket = tmp_path / "data" / "s3" / "inbound"
+    shutil.rmtree(bucket)
+    bucket.write_text("a file where a folder goes")
 
     sent = send(server.port, make_message())
 
@@ -359,4 +371,4 @@ def test_oversize_message_gets_552_5_3_4_and_is_not_stored(
 
     assert declared == (552, b"5.3.4 Message too large")
     assert sent == (552, b"5.3.4 Message too large")
-    assert not (tmp_path / "data" / "s3" / "inbound").exists()
+    assert stored_messages(tmp_path / "data" / "s3" / "inbound") == []
