@@ -29,6 +29,8 @@ __all__ = [
     "S3Action",
     "ServerConfig",
     "StopAction",
+    "WorkmailAction",
+    "ConnectAction",
 ]
 
 # Quotas of SES receiving (SES Developer Guide, "Quotas").
@@ -141,7 +143,31 @@ class StopAction:
     topic_arn: str | None = None
 
 
-Action = S3Action | LambdaAction | BounceAction | AddHeaderAction | StopAction
+@dataclass(frozen=True, slots=True)
+class WorkmailAction:
+    """Hand the message to Amazon WorkMail (SES ``WorkmailAction``); not emulated."""
+
+    organization_arn: str
+    topic_arn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectAction:
+    """Start an Amazon Connect email contact (SES ``ConnectAction``); not emulated."""
+
+    instance_arn: str
+    iam_role_arn: str
+
+
+Action = (
+    S3Action
+    | LambdaAction
+    | BounceAction
+    | AddHeaderAction
+    | StopAction
+    | WorkmailAction
+    | ConnectAction
+)
 
 
 @dataclass(frozen=True, slots=True)

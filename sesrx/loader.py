@@ -32,6 +32,7 @@ from sesrx.config import (
     AwsConfig,
     BounceAction,
     Config,
+    ConnectAction,
     Function,
     IpFilter,
     LambdaAction,
@@ -40,6 +41,7 @@ from sesrx.config import (
     S3Action,
     ServerConfig,
     StopAction,
+    WorkmailAction,
 )
 from sesrx.errors import ConfigError
 from sesrx.imports import HandlerImportError, import_callable
@@ -315,7 +317,16 @@ def _rule(
     )
 
 
-_ACTION_KEYS = ("s3", "lambda", "bounce", "add_header", "stop")
+_ACTION_KEYS = (
+    "s3", "lambda", "bounce", "add_header", "stop", "workmail", "connect",
+)  # fmt: skip
+_WORKMAIL_ARN = re.compile(
+    r"arn:aws[a-z-]*:workmail:[a-z0-9-]+:\d{12}:organization/m-[a-z0-9]+"
+)
+_CONNECT_ARN = re.compile(
+    r"arn:aws[a-z-]*:connect:[a-z0-9-]+:\d{12}:instance/[0-9a-f-]{36}"
+)
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 
 
 def _action(
@@ -335,7 +346,38 @@ def _action(
         return _bounce(body)
     if kind == "add_header":
         return _add_header(body)
+    if kind == "workmail":
+        return _workmail(body)
+    if kind == "connect":
+        return _connect(body)
     return _stop(body)
+
+
+def _arn(mapping: Mapping, key: str, pattern: re.Pattern[str], what: str) -> str:
+    node = mapping.get(key)
+    value = str(node.expect(str))
+    if not pattern.fullmatch(value):
+        node.fail(f"expected {what}, got {value!r}")
+    return value
+
+
+def _workmail(node: Node) -> WorkmailAction:
+    workmail = node.mapping({"organization_arn", "topic_arn"}, {"organization_arn"})
+    what = "a WorkMail organization ARN"
+    return WorkmailAction(
+        organization_arn=_arn(workmail, "organization_arn", _WORKMAIL_ARN, what),
+        topic_arn=_topic(workmail),
+    )
+
+
+def _connect(node: Node) -> ConnectAction:
+    keys = {"instance_arn", "iam_role_arn"}
+    connect = node.mapping(keys, required=keys)
+    what = "a Connect instance ARN"
+    return ConnectAction(
+        instance_arn=_arn(connect, "instance_arn", _CONNECT_ARN, what),
+        iam_role_arn=_arn(connect, "iam_role_arn", _ROLE_ARN, "an IAM role ARN"),
+    )
 
 
 def _topic(mapping: Mapping) -> str | None:

@@ -7,9 +7,11 @@ from sesrx.config import (
     AddHeaderAction,
     BounceAction,
     Config,
+    ConnectAction,
     LambdaAction,
     S3Action,
     StopAction,
+    WorkmailAction,
 )
 from sesrx.rules import is_verified
 
@@ -65,6 +67,8 @@ def _action(action: Action) -> str:
         return f"AddHeader {action.header_name}: {action.header_value}"
     if isinstance(action, StopAction):
         return "Stop"
+    if isinstance(action, WorkmailAction | ConnectAction):
+        return f"{type(action).__name__.removesuffix('Action')} (not emulated)"
     raise TypeError(f"unknown action {action!r}")
 
 
@@ -80,6 +84,11 @@ def warnings(config: Config) -> list[str]:
                     f"rule_set.rules[{number}].recipients[{index}]: {entry} is not "
                     "in a verified domain, so mail to it is refused"
                 )
+    for rule in config.rule_set.rules:
+        for action in rule.actions:
+            if isinstance(action, WorkmailAction | ConnectAction):
+                kind = type(action).__name__.removesuffix("Action")
+                found.append(f"rule {rule.name}: {kind} actions are not emulated")
     if verified is not None and not verified:
         found.append("verified_domains is empty, so every recipient is refused")
     return found

@@ -288,3 +288,35 @@ def test_setup_notification_is_written_under_each_prefix(write_config, serve, tm
     assert (buckets / "inbound" / "emails" / "AMAZON_SES_SETUP_NOTIFICATION").is_file()
     assert (buckets / "inbound" / "AMAZON_SES_SETUP_NOTIFICATION").is_file()
     assert (buckets / "other" / "x" / "AMAZON_SES_SETUP_NOTIFICATION").is_file()
+
+
+WORKMAIL = {
+    "workmail": {
+        "organization_arn": "arn:aws:workmail:us-east-1:123456789012:"
+        "organization/m-68755160c4cb4e29a2b2f8fb58f359d7"
+    }
+}
+CONNECT = {
+    "connect": {
+        "instance_arn": "arn:aws:connect:us-east-1:123456789012:"
+        "instance/6e5fa1ab-3e2b-4c1a-9d3e-4a5b6c7d8e9f",
+        "iam_role_arn": "arn:aws:iam::123456789012:role/ses-connect",
+    }
+}
+
+
+def test_workmail_and_connect_are_traced_as_not_emulated(write_config, serve, tmp_path):
+    """WorkMail and Connect actions load, are traced, and the rule goes on."""
+    config = write_config(
+        {"rule_set": rule_set(rule("r", WORKMAIL, CONNECT, store("inbound")))}
+    )
+    server = serve(config)
+
+    sent = send(server.port, make_message())
+    actions = read_trace(tmp_path / "data", sent.message_id)["rules"][0]["actions"]
+
+    assert [(a["type"], a["outcome"]) for a in actions] == [
+        ("WorkMail", "not emulated"),
+        ("Connect", "not emulated"),
+        ("S3", "ok"),
+    ]

@@ -15,15 +15,18 @@ from sesrx.actions.add_header import run_add_header
 from sesrx.actions.base import ActionContext, ActionResult, Services
 from sesrx.actions.bounce import run_bounce
 from sesrx.actions.lambda_ import run_lambda
+from sesrx.actions.not_emulated import run_not_emulated
 from sesrx.actions.s3 import run_s3
 from sesrx.actions.stop import run_stop
 from sesrx.config import (
     Action,
     AddHeaderAction,
     BounceAction,
+    ConnectAction,
     LambdaAction,
     S3Action,
     StopAction,
+    WorkmailAction,
 )
 
 __all__ = ["ActionContext", "ActionResult", "Services", "action_type", "run_action"]
@@ -36,6 +39,8 @@ _RUNNERS: dict[type, tuple[str, Runner]] = {
     BounceAction: ("Bounce", run_bounce),
     AddHeaderAction: ("AddHeader", run_add_header),
     StopAction: ("Stop", run_stop),
+    WorkmailAction: ("WorkMail", run_not_emulated),
+    ConnectAction: ("Connect", run_not_emulated),
 }
 
 
