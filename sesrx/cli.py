@@ -16,8 +16,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from sesrx import __version__
+from sesrx.aws_import import ip_filters_from_aws, read_json, rule_set_from_aws
 from sesrx.config import Config
 from sesrx.errors import ConfigError, SesrxError
 from sesrx.lambda_logs import InvocationTag
@@ -38,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return _check_config(args)
+        if args.command == "import-aws":
+            return _import_aws(args)
         return _serve(args)
     except ConfigError as exc:
         print(f"sesrx: invalid configuration: {exc}", file=sys.stderr)
@@ -65,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a configuration")
     check.add_argument("path", type=Path, help="YAML configuration file")
+
+    convert = commands.add_parser(
+        "import-aws", help="print the YAML for a rule set the AWS CLI printed"
+    )
+    convert.add_argument(
+        "path", type=Path, help="output of aws ses describe-active-receipt-rule-set"
+    )
+    convert.add_argument(
+        "--ip-filters", type=Path, help="output of aws ses list-receipt-filters"
+    )
     return parser
 
 
@@ -73,6 +89,20 @@ def _check_config(args: argparse.Namespace) -> int:
     print(describe(config))
     for warning in warnings(config):
         print(f"warning: {warning}")
+    return EXIT_OK
+
+
+def _import_aws(args: argparse.Namespace) -> int:
+    document: dict[str, Any] = {
+        "rule_set": rule_set_from_aws(read_json(args.path), args.path)
+    }
+    if args.ip_filters:
+        document["ip_filters"] = ip_filters_from_aws(
+            read_json(args.ip_filters), args.ip_filters
+        )
+    print("# Converted from the AWS CLI's output; Lambda functions named by ARN")
+    print("# need an entry under functions: (name -> module:attribute).")
+    print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), end="")
     return EXIT_OK
 
 

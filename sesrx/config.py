@@ -89,6 +89,7 @@ class S3Action:
     object_key_prefix: str = ""
     kms_key_arn: str | None = None
     topic_arn: str | None = None
+    iam_role_arn: str | None = None
 
     def object_key(self, message_id: str) -> str:
         """Return the key SES gives the message under this prefix."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.resources
 import re
+from collections.abc import Callable
 from collections.abc import Mapping as MappingType
 from pathlib import Path
 from types import MappingProxyType
@@ -17,6 +18,7 @@ import yaml
 
 from sesrx import validate
 from sesrx._reader import Mapping, Node
+from sesrx.aws_import import ip_filters_from_aws, read_json, rule_set_from_aws
 from sesrx.config import (
     BOUNCE_MODES,
     INVOCATION_TYPES,
@@ -121,12 +123,15 @@ def _load_text(text: str, source: Path | str, base_dir: Path) -> Config:
             "dns",
             "functions",
             "rule_set",
+            "rule_set_file",
             "ip_filters",
+            "ip_filters_file",
         },
-        required={"rule_set"},
     )
     aws = _aws(root.get("aws"))
     functions = _functions(root.get("functions"), aws, base_dir)
+    rule_set = _either(root, "rule_set", base_dir, rule_set_from_aws)
+    ip_filters = _either(root, "ip_filters", base_dir, ip_filters_from_aws)
     return Config(
         server=_server(root.get("server"), aws),
         data_dir=base_dir / root.text("data_dir", "./sesrx-data"),
@@ -134,10 +139,31 @@ def _load_text(text: str, source: Path | str, base_dir: Path) -> Config:
         verified_domains=_verified_domains(root.get("verified_domains")),
         dns_txt=_dns(root.get("dns")),
         functions=functions,
-        rule_set=_rule_set(root.get("rule_set"), functions, aws, base_dir),
+        rule_set=_rule_set(rule_set, functions, aws, base_dir),
         source=source if isinstance(source, Path) else None,
-        ip_filters=_ip_filters(root.get("ip_filters")),
+        ip_filters=_ip_filters(ip_filters),
     )
+
+
+def _either(
+    root: Mapping, key: str, base_dir: Path, convert: Callable[[Any, Path], Any]
+) -> Node:
+    """Return ``key``'s node, or one made from the AWS CLI output in ``key_file``.
+
+    The file's values are then checked as if written under ``key``; errors
+    name the file and that key path.
+    """
+    file_key = f"{key}_file"
+    if key in root and file_key in root:
+        root.get(file_key).fail(f"give {key} or {file_key}, not both")
+    if file_key not in root:
+        if key == "rule_set" and key not in root:
+            root.get(key).fail("required key is missing (or give rule_set_file)")
+        return root.get(key)
+
+    file_node = root.get(file_key)
+    path = base_dir / str(file_node.expect(str))
+    return Node(convert(read_json(path), path), key, path)
 
 
 def _server(node: Node, aws: AwsConfig) -> ServerConfig:
@@ -392,7 +418,13 @@ def _topic(mapping: Mapping) -> str | None:
 
 def _s3(node: Node) -> S3Action:
     s3 = node.mapping(
-        {"bucket_name", "object_key_prefix", "kms_key_arn", "topic_arn"},
+        {
+            "bucket_name",
+            "object_key_prefix",
+            "kms_key_arn",
+            "topic_arn",
+            "iam_role_arn",
+        },
         required={"bucket_name"},
     )
     bucket = s3.get("bucket_name")
@@ -401,6 +433,7 @@ def _s3(node: Node) -> S3Action:
         bucket_name=validate.bucket_name(bucket.expect(str), bucket),
         object_key_prefix=validate.key_prefix(s3.text("object_key_prefix", ""), prefix),
         kms_key_arn=s3.text("kms_key_arn") if "kms_key_arn" in s3 else None,
+        iam_role_arn=s3.text("iam_role_arn") if "iam_role_arn" in s3 else None,
         topic_arn=_topic(s3),
     )
 
