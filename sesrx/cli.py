@@ -204,3 +204,7 @@ def _configure_logging(verbose: bool) -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("sesrx").setLevel(logging.DEBUG if verbose else logging.INFO)
+    # aiosmtpd logs each command and reply at DEBUG; -v shows the conversation.
+    logging.getLogger("mail.log").setLevel(
+        logging.DEBUG if verbose else logging.WARNING
+    )

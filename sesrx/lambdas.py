@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sesrx.config import Function
@@ -285,18 +286,30 @@ def _invoke(handler: Callable[..., Any], event: dict[str, Any], context: Any) ->
         raise MarshalError(f"Unable to marshal response: {exc}") from None
 
 
+# Frames of these folders are sesrx's and asyncio's, not the handler's.
+_INTERNAL = (str(Path(__file__).parent), str(Path(asyncio.__file__).parent))
+
+
+def _handler_traceback(exc: BaseException) -> list[str]:
+    """Format the traceback from the handler's first frame, as Lambda shows it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_INTERNAL):
+        tb = tb.tb_next
+    return traceback.format_exception(type(exc), exc, tb or exc.__traceback__)
+
+
 def _report(output: InvocationLog, exc: BaseException) -> None:
     try:
-        lines = "".join(traceback.format_exception(exc)).rstrip()
+        lines = "".join(_handler_traceback(exc)).rstrip()
     except Exception:
         lines = describe_error(exc)
     output.sink.write(output.request_id, lines)
     log.error(
-        "handler %s (request %s) raised %s",
+        "handler %s (request %s) raised %s\n%s",
         output.function_name,
         output.request_id,
         describe_error(exc),
-        exc_info=exc,
+        lines,
     )
 
 

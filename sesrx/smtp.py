@@ -125,6 +125,7 @@ class SesSMTP(SMTP):
         self._sessions = sessions
         self._filters = handler.pipeline.config.ip_filters
         self._refused = False
+        self._peer = "unknown"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Refuse a client an IP filter blocks; remember the others."""
@@ -139,6 +140,7 @@ class SesSMTP(SMTP):
             transport.close()
             return
 
+        self._peer = address
         self._sessions.add(self)
         super().connection_made(transport)
 
@@ -152,6 +154,7 @@ class SesSMTP(SMTP):
     async def push(self, status: AnyStr) -> None:
         """Send a reply; aiosmtpd's size refusals get SES's wording."""
         if isinstance(status, str) and status.startswith("552 Error:"):
+            log.info("%s refused an oversize message: %s", self._peer, status[11:])
             status = REPLY_TOO_LARGE
         await super().push(status)
 

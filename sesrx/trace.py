@@ -98,7 +98,12 @@ def _rule_dict(rule: RuleTrace) -> dict[str, Any]:
 
 def _ran(actions: list[ActionTrace]) -> list[str]:
     return [
-        f"{action.type}:{action.outcome}"
+        f"{action.type}:{action.outcome}{_stopped(action)}"
         for action in actions
         if action.outcome not in NOT_RUN
     ]
+
+
+def _stopped(action: ActionTrace) -> str:
+    stops = action.disposition not in (None, "CONTINUE")
+    return f"->{action.disposition}" if stops else ""

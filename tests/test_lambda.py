@@ -164,6 +164,8 @@ def test_handler_error_is_logged_with_its_traceback(write_config, serve, tmp_pat
 
     assert "RuntimeError: handler failed on purpose" in log_text
     assert "Traceback (most recent call last)" in log_text
+    first_frame = log_text.split("Traceback (most recent call last):\n", 1)[1]
+    assert first_frame.lstrip().startswith(f'File "{tmp_path / "handlers.py"}"')
     assert action["error"] == "RuntimeError: handler failed on purpose"
     assert action["disposition"] == "CONTINUE"
 

@@ -372,3 +372,18 @@ def test_oversize_message_gets_552_5_3_4_and_is_not_stored(
     assert declared == (552, b"5.3.4 Message too large")
     assert sent == (552, b"5.3.4 Message too large")
     assert stored_messages(tmp_path / "data" / "s3" / "inbound") == []
+
+
+def test_oversize_refusals_are_logged(write_config, serve, caplog):
+    """A 552 refusal leaves a line in the log, at MAIL and at DATA."""
+    config = write_config(
+        {"server": {"max_message_size": 500}, "rule_set": rule_set(STORE)}
+    )
+    server = serve(config)
+    caplog.set_level("INFO", logger="sesrx.smtp")
+
+    with smtplib.SMTP("127.0.0.1", server.port) as client:
+        client.ehlo("client.example")
+        client.mail("a@sender.example", ["SIZE=100000"])
+
+    assert "127.0.0.1 refused an oversize message" in caplog.text
