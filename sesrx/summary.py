@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import re
+
 from sesrx.config import (
     Action,
     AddHeaderAction,
@@ -16,6 +19,8 @@ from sesrx.config import (
 from sesrx.rules import is_verified
 
 __all__ = ["describe", "warnings"]
+
+_TAG = re.compile(r"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
 
 
 def describe(config: Config) -> str:
@@ -43,6 +48,31 @@ def describe(config: Config) -> str:
         lines += [f"       - {_action(action)}" for action in rule.actions]
 
     return "\n".join(lines)
+
+
+def _dkim_record_warnings(config: Config) -> list[str]:
+    """Warn about DKIM key records that no signature could be checked with."""
+    found = []
+    for name, record in config.dns_txt.items():
+        tags = dict(_TAG.findall(record))
+        is_key = "._domainkey." in f".{name}"
+        if not is_key and tags.get("v") == "DKIM1":
+            found.append(
+                f"dns.txt.{name}: a DKIM key needs a <selector>._domainkey. name"
+            )
+        if is_key and not _is_base64(tags.get("p")):
+            found.append(f"dns.txt.{name}: p= is not a base64 public key")
+    return found
+
+
+def _is_base64(value: str | None) -> bool:
+    if value is None:
+        return False
+    try:
+        base64.b64decode(re.sub(r"\s+", "", value), validate=True)
+    except ValueError:
+        return False
+    return True
 
 
 def _filters(config: Config) -> str:
@@ -89,6 +119,7 @@ def warnings(config: Config) -> list[str]:
             if isinstance(action, WorkmailAction | ConnectAction):
                 kind = type(action).__name__.removesuffix("Action")
                 found.append(f"rule {rule.name}: {kind} actions are not emulated")
+    found += _dkim_record_warnings(config)
     if verified is not None and not verified:
         found.append("verified_domains is empty, so every recipient is refused")
     return found

@@ -241,3 +241,31 @@ def test_child_processes_and_exit_hooks_do_not_block_exit(write_config, tmp_path
 
     assert code == 0
     assert time.monotonic() - started < 10
+
+
+def test_check_config_warns_about_unusable_dkim_records(write_config):
+    """A key record with a bad p= or without _domainkey in its name is flagged."""
+    path = write_config(
+        {
+            "dns": {
+                "txt": {
+                    "sel1._domainkey.sender.example": "v=DKIM1; k=rsa; p=notbase64!!",
+                    "sel1.sender.example": "v=DKIM1; k=ed25519; p=AAAA",
+                    "sel2._domainkey.sender.example": "v=DKIM1; k=ed25519; p=AAAA",
+                }
+            },
+            "rule_set": rule_set(rule("r", store("box1"))),
+        }
+    )
+
+    result = run("check-config", str(path))
+
+    assert result.returncode == 0
+    warnings = [
+        line for line in result.stdout.splitlines() if line.startswith("warning")
+    ]
+    assert warnings == [
+        "warning: dns.txt.sel1._domainkey.sender.example: p= is not a base64 public key",
+        "warning: dns.txt.sel1.sender.example: a DKIM key needs a "
+        "<selector>._domainkey. name",
+    ]
