@@ -58,7 +58,7 @@ def _dkim_record_warnings(config: Config) -> list[str]:
         is_key = "._domainkey." in f".{name}"
         if not is_key and tags.get("v") == "DKIM1":
             found.append(
-                f"dns.txt.{name}: a DKIM key needs a <selector>._domainkey. name"
+                f"dns.txt.{name}: a DKIM key's name is <selector>._domainkey..."
             )
         if is_key and not _is_base64(tags.get("p")):
             found.append(f"dns.txt.{name}: p= is not a base64 public key")

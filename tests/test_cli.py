@@ -265,7 +265,8 @@ def test_check_config_warns_about_unusable_dkim_records(write_config):
         line for line in result.stdout.splitlines() if line.startswith("warning")
     ]
     assert warnings == [
-        "warning: dns.txt.sel1._domainkey.sender.example: p= is not a base64 public key",
-        "warning: dns.txt.sel1.sender.example: a DKIM key needs a "
-        "<selector>._domainkey. name",
+        "warning: dns.txt.sel1._domainkey.sender.example: "
+        "p= is not a base64 public key",
+        "warning: dns.txt.sel1.sender.example: "
+        "a DKIM key's name is <selector>._domainkey...",
     ]
