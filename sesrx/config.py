@@ -29,6 +29,7 @@ __all__ = [
     "S3Action",
     "ServerConfig",
     "StopAction",
+    "TlsConfig",
     "WorkmailAction",
     "ConnectAction",
 ]
@@ -47,6 +48,15 @@ TLS_POLICIES = ("Optional", "Require")
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """STARTTLS, and implicit TLS on a second port when ``port`` is set."""
+
+    cert: Path | None = None  # both None: a self-signed certificate
+    key: Path | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The SMTP listener and how long things may take."""
 
@@ -57,6 +67,7 @@ class ServerConfig:
     bounce_mode: str = "reject"
     lambda_timeout: float = SES_LAMBDA_TIMEOUT
     grace_period: float = 10.0
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from sesrx.config import (
     S3Action,
     ServerConfig,
     StopAction,
+    TlsConfig,
     WorkmailAction,
 )
 from sesrx.errors import ConfigError
@@ -133,7 +134,7 @@ def _load_text(text: str, source: Path | str, base_dir: Path) -> Config:
     rule_set = _either(root, "rule_set", base_dir, rule_set_from_aws)
     ip_filters = _either(root, "ip_filters", base_dir, ip_filters_from_aws)
     return Config(
-        server=_server(root.get("server"), aws),
+        server=_server(root.get("server"), aws, base_dir),
         data_dir=base_dir / root.text("data_dir", "./sesrx-data"),
         aws=aws,
         verified_domains=_verified_domains(root.get("verified_domains")),
@@ -166,7 +167,7 @@ def _either(
     return Node(convert(read_json(path), path), key, path)
 
 
-def _server(node: Node, aws: AwsConfig) -> ServerConfig:
+def _server(node: Node, aws: AwsConfig, base_dir: Path) -> ServerConfig:
     server = node.mapping(
         {
             "host",
@@ -176,11 +177,10 @@ def _server(node: Node, aws: AwsConfig) -> ServerConfig:
             "bounce_mode",
             "lambda_timeout",
             "grace_period",
+            "tls",
         }
     )
-    port = server.integer("port", 2525)
-    if port > 65535:
-        server.get("port").fail(f"expected a port number up to 65535, got {port}")
+    port = _port(server, "port", 2525)
 
     host = server.text("host", "127.0.0.1")
     if not host.strip():
@@ -203,7 +203,40 @@ def _server(node: Node, aws: AwsConfig) -> ServerConfig:
         # Lambda runs a function for at most 15 minutes.
         lambda_timeout=server.number("lambda_timeout", SES_LAMBDA_TIMEOUT, 900),
         grace_period=server.number("grace_period", 10.0, 3600),
+        tls=_tls(server.get("tls"), base_dir),
     )
+
+
+def _port(mapping: Mapping, key: str, default: int) -> int:
+    port = mapping.integer(key, default)
+    if port > 65535:
+        mapping.get(key).fail(f"expected a port number up to 65535, got {port}")
+    return port
+
+
+def _tls(node: Node, base_dir: Path) -> TlsConfig | None:
+    """Read ``tls``: absent, ``auto``, or ``{cert, key, port}``."""
+    if node.value is None:
+        return None
+    if node.value == "auto":
+        return TlsConfig()
+    if isinstance(node.value, str):
+        node.fail(
+            f"expected auto or a mapping of cert, key and port, got {node.value!r}"
+        )
+
+    tls = node.mapping({"cert", "key", "port"})
+    if ("cert" in tls) != ("key" in tls):
+        node.fail("give both cert and key, or neither for a self-signed certificate")
+    port = _port(tls, "port", 0) if "port" in tls else None
+    if "cert" not in tls:
+        return TlsConfig(port=port)
+
+    paths = [base_dir / tls.text(key) for key in ("cert", "key")]
+    for key, path in zip(("cert", "key"), paths, strict=True):
+        if not path.is_file():
+            tls.get(key).fail(f"no such file: {path}")
+    return TlsConfig(cert=paths[0], key=paths[1], port=port)
 
 
 def _aws(node: Node) -> AwsConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from types import TracebackType
 
 from sesrx.config import Config
@@ -14,6 +15,7 @@ from sesrx.pipeline import Pipeline
 from sesrx.setup_notice import write_setup_notifications
 from sesrx.smtp import IDENT, SesHandler, SesSMTP
 from sesrx.storage import DataDir
+from sesrx.tls import server_context
 
 __all__ = ["Server"]
 
@@ -30,13 +32,30 @@ class Server:
         self.pipeline = Pipeline(config, self.data_dir, self.lambdas)
         self.handler = SesHandler(self.pipeline)
         self.port: int | None = None
+        self.tls_port: int | None = None
         self._listener: asyncio.Server | None = None
+        self._tls_listener: asyncio.Server | None = None
         self._sessions: set[SesSMTP] = set()
 
     async def start(self) -> None:
         """Prepare the data folder and start listening."""
         self.data_dir.prepare()
         await write_setup_notifications(self.config, self.data_dir)
+        server = self.config.server
+        tls = server.tls
+        context = server_context(tls, server.hostname) if tls else None
+
+        self._listener = await self._listen(server.port, context, implicit=False)
+        self.port = self._listener.sockets[0].getsockname()[1]
+        if tls is not None and tls.port is not None:
+            self._tls_listener = await self._listen(tls.port, context, implicit=True)
+            self.tls_port = self._tls_listener.sockets[0].getsockname()[1]
+        Capture.install()
+
+    async def _listen(
+        self, port: int, context: ssl.SSLContext | None, implicit: bool
+    ) -> asyncio.Server:
+        """Listen on ``port``: STARTTLS offered, or TLS from the first byte."""
         server = self.config.server
         loop = asyncio.get_running_loop()
 
@@ -47,18 +66,19 @@ class Server:
                 hostname=server.hostname,
                 ident=IDENT,
                 data_size_limit=server.max_message_size,
+                tls_context=None if implicit else context,
                 loop=loop,
             )
 
         try:
-            self._listener = await loop.create_server(session, server.host, server.port)
+            return await loop.create_server(
+                session, server.host, port, ssl=context if implicit else None
+            )
         except OSError as exc:
-            where = f"{server.host}:{server.port}"
+            where = f"{server.host}:{port}"
             raise StartError(
                 f"cannot listen on {where}: {exc.strerror or exc}"
             ) from exc
-        self.port = self._listener.sockets[0].getsockname()[1]
-        Capture.install()
 
     async def stop(self) -> None:
         """Stop listening, finish the messages in flight, wait for handlers."""
@@ -67,6 +87,9 @@ class Server:
         grace = self.config.server.grace_period
         self._listener.close()
         self._listener = None
+        if self._tls_listener is not None:
+            self._tls_listener.close()
+            self._tls_listener = None
 
         try:
             await asyncio.wait_for(self.handler.idle.wait(), grace)

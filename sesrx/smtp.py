@@ -71,7 +71,7 @@ class SesHandler:
         if address.lower() in (known.lower() for known in envelope.rcpt_tos):
             return REPLY_OK  # the same recipient twice gets one copy
         config = self.pipeline.config
-        tls = session.ssl is not None
+        tls = _uses_tls(server, session)
         refusal = recipient_reply(
             config.rule_set, config.verified_domains, address, tls
         )
@@ -99,7 +99,7 @@ class SesHandler:
             rcpt_tos=tuple(envelope.rcpt_tos),
             helo=_helo_name(session.host_name),
             peer=_peer(session),
-            tls=session.ssl is not None,
+            tls=_uses_tls(server, session),
             content=content,
         )
         self.in_flight += 1
@@ -164,6 +164,13 @@ class SesSMTP(SMTP):
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(b"421 4.3.2 Service shutting down\r\n")
             transport.close()
+
+
+def _uses_tls(server: SMTP, session: Session) -> bool:
+    """Say whether the session runs over TLS: after STARTTLS, or from the start."""
+    transport = server.transport
+    implicit = transport is not None and transport.get_extra_info("ssl_object")
+    return session.ssl is not None or bool(implicit)
 
 
 def _has_control(address: str) -> bool:
