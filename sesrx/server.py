@@ -12,6 +12,7 @@ from sesrx.errors import StartError
 from sesrx.lambda_logs import Capture
 from sesrx.lambdas import LambdaRuntime
 from sesrx.pipeline import Pipeline
+from sesrx.reload import watch
 from sesrx.setup_notice import write_setup_notifications
 from sesrx.smtp import IDENT, SesHandler, SesSMTP
 from sesrx.storage import DataDir
@@ -36,6 +37,7 @@ class Server:
         self._listener: asyncio.Server | None = None
         self._tls_listener: asyncio.Server | None = None
         self._sessions: set[SesSMTP] = set()
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Prepare the data folder and start listening."""
@@ -50,7 +52,17 @@ class Server:
         if tls is not None and tls.port is not None:
             self._tls_listener = await self._listen(tls.port, context, implicit=True)
             self.tls_port = self._tls_listener.sockets[0].getsockname()[1]
+        if self.config.source is not None:
+            watcher = watch(self.config.source, lambda: self.config, self.apply)
+            self._watcher = asyncio.get_running_loop().create_task(watcher)
         Capture.install()
+
+    async def apply(self, config: Config) -> None:
+        """Use ``config`` from the next message and the next connection on."""
+        self.config = config
+        self.pipeline.config = config
+        self.lambdas.timeout = config.server.lambda_timeout
+        await write_setup_notifications(config, self.data_dir)
 
     async def _listen(
         self, port: int, context: ssl.SSLContext | None, implicit: bool
@@ -85,6 +97,8 @@ class Server:
         if self._listener is None:
             return
         grace = self.config.server.grace_period
+        if self._watcher is not None:
+            self._watcher.cancel()
         self._listener.close()
         self._listener = None
         if self._tls_listener is not None:

@@ -1,0 +1,46 @@
+"""Editing the configuration file while the server runs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from helpers import make_message, rule, rule_set, send, store, stored_messages
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for(condition, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_edited_rule_set_applies_from_the_next_message(
+    write_config, serve, tmp_path, caplog
+):
+    """A good edit takes over; a broken one is reported and the last good one stays."""
+    path = write_config({"rule_set": rule_set(rule("r", store("first")))})
+    server = serve(path)
+    caplog.set_level("INFO", logger="sesrx.reload")
+    buckets = tmp_path / "data" / "s3"
+
+    send(server.port, make_message())
+    document = yaml.safe_load(path.read_text())
+    document["rule_set"] = rule_set(rule("r", store("second")), name="edited")
+    path.write_text(yaml.safe_dump(document))
+    assert wait_for(lambda: server.server.config.rule_set.name == "edited")
+    send(server.port, make_message())
+
+    path.write_text(path.read_text() + "  broken: [\n")
+    assert wait_for(lambda: "cannot be used, keeping the running rules" in caplog.text)
+    send(server.port, make_message())
+
+    assert len(stored_messages(buckets / "first")) == 1
+    assert len(stored_messages(buckets / "second")) == 2
+    assert (buckets / "second" / "AMAZON_SES_SETUP_NOTIFICATION").is_file()
