@@ -68,6 +68,7 @@ class ServerConfig:
     lambda_timeout: float = SES_LAMBDA_TIMEOUT
     grace_period: float = 10.0
     tls: TlsConfig | None = None
+    proxy_protocol: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,6 +178,7 @@ def _server(node: Node, aws: AwsConfig, base_dir: Path) -> ServerConfig:
             "lambda_timeout",
             "grace_period",
             "tls",
+            "proxy_protocol",
         }
     )
     port = _port(server, "port", 2525)
@@ -204,6 +205,7 @@ def _server(node: Node, aws: AwsConfig, base_dir: Path) -> ServerConfig:
         lambda_timeout=server.number("lambda_timeout", SES_LAMBDA_TIMEOUT, 900),
         grace_period=server.number("grace_period", 10.0, 3600),
         tls=_tls(server.get("tls"), base_dir),
+        proxy_protocol=server.flag("proxy_protocol", False),
     )
 
 

@@ -22,6 +22,8 @@ __all__ = ["Server"]
 
 log = logging.getLogger("sesrx.server")
 
+PROXY_TIMEOUT = 5.0
+
 
 class Server:
     """One sesrx instance: an SMTP listener running a configuration."""
@@ -79,6 +81,8 @@ class Server:
                 ident=IDENT,
                 data_size_limit=server.max_message_size,
                 tls_context=None if implicit else context,
+                # Seconds to wait for the PROXY header (aiosmtpd's own knob).
+                proxy_protocol_timeout=PROXY_TIMEOUT if server.proxy_protocol else None,
                 loop=loop,
             )
 

@@ -42,6 +42,18 @@ class SesHandler:
         self.idle = asyncio.Event()
         self.idle.set()
 
+    async def handle_PROXY(  # noqa: N802 (aiosmtpd's hook name)
+        self, server: SMTP, session: Session, envelope: Envelope, proxy_data: Any
+    ) -> bool:
+        """Apply the IP filters to the client the PROXY header names."""
+        address = _peer(session)
+        if not is_blocked(self.pipeline.config.ip_filters, address):
+            return True
+        log.info("%s refused by an IP filter", address)
+        if isinstance(server.transport, asyncio.WriteTransport):
+            server.transport.write(f"{REPLY_BLOCKED}\r\n".encode())
+        return False
+
     async def handle_MAIL(  # noqa: N802 (aiosmtpd's hook name)
         self,
         server: SMTP,
@@ -123,7 +135,9 @@ class SesSMTP(SMTP):
     def __init__(self, handler: SesHandler, sessions: set[SesSMTP], **kwargs: Any):
         super().__init__(handler, **kwargs)
         self._sessions = sessions
-        self._filters = handler.pipeline.config.ip_filters
+        config = handler.pipeline.config
+        # Behind a proxy the peer is the proxy: filters wait for its header.
+        self._filters = () if config.server.proxy_protocol else config.ip_filters
         self._refused = False
         self._peer = "unknown"
 
@@ -154,7 +168,8 @@ class SesSMTP(SMTP):
     async def push(self, status: AnyStr) -> None:
         """Send a reply; aiosmtpd's size refusals get SES's wording."""
         if isinstance(status, str) and status.startswith("552 Error:"):
-            log.info("%s refused an oversize message: %s", self._peer, status[11:])
+            peer = _peer(self.session) if self.session else self._peer
+            log.info("%s refused an oversize message: %s", peer, status[11:])
             status = REPLY_TOO_LARGE
         await super().push(status)
 
@@ -190,6 +205,10 @@ def _helo_name(argument: str | None) -> str:
 
 
 def _peer(session: Session) -> str:
+    """Return the client's address: from the PROXY header, else the socket's."""
+    proxied = getattr(session.proxy_data, "src_addr", None)
+    if proxied:
+        return str(proxied)
     # Typed as a string by aiosmtpd, but it holds the socket's peer name.
     peer: object = session.peer
     if isinstance(peer, tuple):
