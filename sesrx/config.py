@@ -12,6 +12,7 @@ from collections.abc import Mapping as MappingType
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
+from types import MappingProxyType
 
 from sesrx.imports import Handler
 
@@ -21,6 +22,7 @@ __all__ = [
     "AwsConfig",
     "BounceAction",
     "Config",
+    "DnsZone",
     "Function",
     "IpFilter",
     "LambdaAction",
@@ -203,6 +205,23 @@ class RuleSet:
     rules: tuple[ReceiptRule, ...] = ()
 
 
+Records = MappingType[str, tuple[str, ...]]
+
+
+def _no_records() -> Records:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class DnsZone:
+    """A, AAAA and MX records for SPF checks (TXT records live in dns_txt)."""
+
+    a: Records = field(default_factory=_no_records)
+    aaaa: Records = field(default_factory=_no_records)
+    mx: Records = field(default_factory=_no_records)  # "10 mx.example.com"
+    system: bool = False  # names missing from the zone go to real DNS
+
+
 @dataclass(frozen=True, slots=True)
 class IpFilter:
     """A receipt IP filter (SES ``ReceiptFilter``)."""
@@ -225,6 +244,7 @@ class Config:
     rule_set: RuleSet
     source: Path | None = None
     ip_filters: tuple[IpFilter, ...] = ()
+    dns: DnsZone = field(default_factory=DnsZone)
 
     @property
     def source_name(self) -> str:

@@ -35,6 +35,7 @@ from sesrx.config import (
     BounceAction,
     Config,
     ConnectAction,
+    DnsZone,
     Function,
     IpFilter,
     LambdaAction,
@@ -132,17 +133,19 @@ def _load_text(text: str, source: Path | str, base_dir: Path) -> Config:
     aws = _aws(root.get("aws"))
     functions = _functions(root.get("functions"), aws, base_dir)
     rule_set = _either(root, "rule_set", base_dir, rule_set_from_aws)
+    dns_txt, dns_zone = _dns(root.get("dns"))
     ip_filters = _either(root, "ip_filters", base_dir, ip_filters_from_aws)
     return Config(
         server=_server(root.get("server"), aws, base_dir),
         data_dir=base_dir / root.text("data_dir", "./sesrx-data"),
         aws=aws,
         verified_domains=_verified_domains(root.get("verified_domains")),
-        dns_txt=_dns(root.get("dns")),
+        dns_txt=dns_txt,
         functions=functions,
         rule_set=_rule_set(rule_set, functions, aws, base_dir),
         source=source if isinstance(source, Path) else None,
         ip_filters=_ip_filters(ip_filters),
+        dns=dns_zone,
     )
 
 
@@ -288,13 +291,32 @@ def _verified_domains(node: Node) -> tuple[str, ...] | None:
     return tuple(validate.domain(item.expect(str), item) for item in node.items())
 
 
-def _dns(node: Node) -> MappingType[str, str]:
-    dns = node.mapping({"txt"})
-    zone: dict[str, str] = {}
+def _dns(node: Node) -> tuple[MappingType[str, str], DnsZone]:
+    """Read the offline zone: TXT for DKIM, SPF and DMARC; A, AAAA, MX for SPF."""
+    dns = node.mapping({"txt", "a", "aaaa", "mx", "resolver"})
+    txt: dict[str, str] = {}
     for name, record in dns.get("txt").members():
-        zone[validate.dns_name(name, record)] = _txt_value(record)
+        txt[validate.dns_name(name, record)] = _txt_value(record)
 
-    return MappingProxyType(zone)
+    zone = DnsZone(
+        a=_records(dns.get("a"), validate.ipv4),
+        aaaa=_records(dns.get("aaaa"), validate.ipv6),
+        mx=_records(dns.get("mx"), validate.mx),
+        system=dns.choice("resolver", ("offline", "system"), "offline") == "system",
+    )
+    return MappingProxyType(txt), zone
+
+
+def _records(
+    node: Node, check: Callable[[str, Node], str]
+) -> MappingType[str, tuple[str, ...]]:
+    """Read ``name: value`` or ``name: [values]`` records."""
+    records: dict[str, tuple[str, ...]] = {}
+    for name, record in node.members():
+        items = list(record.items()) if isinstance(record.value, list) else [record]
+        values = tuple(check(str(item.expect(str)), item) for item in items)
+        records[validate.dns_name(name, record)] = values
+    return MappingProxyType(records)
 
 
 def _txt_value(record: Node) -> str:

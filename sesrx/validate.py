@@ -18,7 +18,10 @@ __all__ = [
     "domain",
     "header_name",
     "header_value",
+    "ipv4",
+    "ipv6",
     "key_prefix",
+    "mx",
     "one_line",
     "reply_text",
     "recipient",
@@ -124,6 +127,34 @@ def cidr(value: str, node: Node) -> IPv4Network | IPv6Network:
         node.fail(
             f"expected an IP address or CIDR block such as 10.0.0.0/24, got {value!r}"
         )
+
+
+def ipv4(value: str, node: Node) -> str:
+    """Check an IPv4 address (an A record)."""
+    try:
+        return str(ipaddress.IPv4Address(value.strip()))
+    except ValueError:
+        node.fail(f"expected an IPv4 address, got {value!r}")
+
+
+def ipv6(value: str, node: Node) -> str:
+    """Check an IPv6 address (an AAAA record)."""
+    try:
+        return str(ipaddress.IPv6Address(value.strip()))
+    except ValueError:
+        node.fail(f"expected an IPv6 address, got {value!r}")
+
+
+def mx(value: str, node: Node) -> str:
+    """Check an MX record: ``host`` or ``preference host``."""
+    parts = value.split()
+    if len(parts) == 1:
+        parts = ["10", *parts]
+    if len(parts) != 2 or not parts[0].isdigit():
+        node.fail(
+            f"expected 'preference host', such as '10 mx.example.com', got {value!r}"
+        )
+    return f"{int(parts[0])} {dns_name(parts[1], node)}"
 
 
 def key_prefix(value: str, node: Node) -> str:
