@@ -64,22 +64,24 @@ def receipt_object(
     action: dict[str, Any],
 ) -> dict[str, Any]:
     """Return ``receipt``: verdicts, this rule's recipients and the action."""
-    dkim = delivery.message.dkim
-    scan = delivery.message.scan
-    return {
+    message = delivery.message
+    dkim, scan = message.dkim, message.scan
+    receipt: dict[str, Any] = {
         "timestamp": _timestamp(delivery),
         "processingTimeMillis": delivery.processing_time_millis(),
         "recipients": list(recipients),
         # A rule with scan_enabled false gets DISABLED (reference section 5).
         "spamVerdict": {"status": scan.spam if rule.scan_enabled else "DISABLED"},
         "virusVerdict": {"status": scan.virus if rule.scan_enabled else "DISABLED"},
-        # TODO(#3): evaluate SPF and DMARC from the DNS zone; GRAY means
-        # "no record", which is what an empty zone gives.
-        "spfVerdict": {"status": "GRAY"},
+        "spfVerdict": {"status": message.spf.verdict},
         "dkimVerdict": {"status": dkim.verdict},
-        "dmarcVerdict": {"status": "GRAY"},
-        "action": action,
+        "dmarcVerdict": {"status": message.dmarc.verdict},
     }
+    # dmarcPolicy is there only when DMARC fails (reference section 4.3).
+    if message.dmarc.verdict == "FAIL" and message.dmarc.policy:
+        receipt["dmarcPolicy"] = message.dmarc.policy
+    receipt["action"] = action
+    return receipt
 
 
 def lambda_event(mail: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,10 @@ from datetime import datetime
 
 from sesrx.config import BounceAction
 from sesrx.dkim_check import DkimResult
+from sesrx.dmarc_check import DmarcResult
 from sesrx.message import Header, render_fields
 from sesrx.scan import ScanResult
+from sesrx.spf_check import SpfResult
 from sesrx.trace import ActionTrace, MessageTrace
 
 __all__ = ["Bounce", "Delivery", "InboundMessage"]
@@ -31,6 +33,8 @@ class InboundMessage:
     headers: tuple[Header, ...]
     dkim: DkimResult
     scan: ScanResult
+    spf: SpfResult
+    dmarc: DmarcResult
     started: float = field(default_factory=time.monotonic)
 
 

@@ -14,15 +14,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sesrx.actions import Services
+from sesrx.addresses import bare_address, split_addresses
 from sesrx.bounces import settle_bounces
 from sesrx.config import Config
 from sesrx.dkim_check import UNSIGNED, DkimResult, verify_dkim
+from sesrx.dmarc_check import DmarcResult, check_dmarc
 from sesrx.errors import StorageError, describe_error
 from sesrx.inbound import Delivery, InboundMessage
 from sesrx.lambdas import LambdaRuntime
 from sesrx.message import Header, new_message_id, parse_headers, received_header
 from sesrx.rules import run_rule_set
 from sesrx.scan import ScanResult, scan
+from sesrx.spf_check import SpfResult, check_spf
 from sesrx.storage import DataDir
 from sesrx.threads import on_daemon_thread
 from sesrx.trace import MessageTrace
@@ -114,6 +117,8 @@ class Pipeline:
 
     async def _inbound(self, arrival: Arrival, config: Config) -> InboundMessage:
         headers = parse_headers(arrival.content)
+        dkim = await _dkim(arrival.content, headers, config, self._dkim_slots)
+        spf = await _spf(arrival, config)
         return InboundMessage(
             message_id=new_message_id(),
             received_at=datetime.now(UTC),
@@ -124,8 +129,10 @@ class Pipeline:
             tls=arrival.tls,
             raw=arrival.content,
             headers=headers,
-            dkim=await _dkim(arrival.content, headers, config, self._dkim_slots),
+            dkim=dkim,
             scan=await _scan(arrival.content, self._dkim_slots),
+            spf=spf,
+            dmarc=_dmarc(headers, spf, dkim, config),
         )
 
     @staticmethod
@@ -177,6 +184,27 @@ async def _dkim(
         )
 
 
+async def _spf(arrival: Arrival, config: Config) -> SpfResult:
+    args = (arrival.peer, arrival.mail_from, arrival.helo, config.dns_txt, config.dns)
+    if not config.dns.system:
+        return check_spf(*args)  # the offline zone answers at once
+    return await on_daemon_thread("sesrx-spf", check_spf, *args)
+
+
+def _dmarc(
+    headers: tuple[Header, ...], spf: SpfResult, dkim: DkimResult, config: Config
+) -> DmarcResult:
+    senders = [h.value for h in headers if h.name.lower() == "from"][:1]
+    items = split_addresses(senders[0]) if senders else []
+    from_domain = bare_address(items[0]).rpartition("@")[2].lower() if items else ""
+    return check_dmarc(
+        from_domain,
+        spf.domain if spf.result == "pass" else None,
+        [s.domain for s in dkim.signatures if s.result == "pass"],
+        config.dns_txt,
+    )
+
+
 async def _scan(raw: bytes, slots: asyncio.Semaphore) -> ScanResult:
     if len(raw) <= SCAN_ON_LOOP_BYTES:
         return scan(raw)
@@ -198,7 +226,10 @@ def _trace(message: InboundMessage) -> MessageTrace:
             "size": len(message.raw),
         },
         verdicts={
+            "spf": message.spf.verdict,
             "dkim": message.dkim.verdict,
+            "dmarc": message.dmarc.verdict,
+            "dmarc_policy": message.dmarc.policy,
             "spam": message.scan.spam,
             "virus": message.scan.virus,
         },

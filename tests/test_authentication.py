@@ -1,0 +1,120 @@
+"""SPF and DMARC verdicts from the offline zone, over real SMTP.
+
+The PROXY protocol lets each test pose as whatever client address it needs.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from sesrx.dmarc_check import check_dmarc, organizational_domain
+
+from helpers import DkimKey, call, make_message, read_calls, rule, rule_set
+
+pytestmark = pytest.mark.e2e
+
+ZONE = {
+    "sender.example": "v=spf1 ip4:198.51.100.0/24 -all",
+    "soft.example": "v=spf1 ip4:198.51.100.0/24 ~all",
+    "_dmarc.sender.example": "v=DMARC1; p=reject; adkim=s",
+    "_dmarc.other.example": "v=DMARC1; p=quarantine; sp=none",
+}
+
+
+def converse(port: int, client_ip: str, mail_from: str, message: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"PROXY TCP4 {client_ip} 127.0.0.1 40000 25\r\n".encode())
+        replies = conn.makefile("rb")
+        replies.readline()
+        for command in (b"HELO mx.sender.example", f"MAIL FROM:<{mail_from}>".encode(),
+                        b"RCPT TO:<b@example.com>", b"DATA"):  # fmt: skip
+            conn.sendall(command + b"\r\n")
+            replies.readline()
+        conn.sendall(message + b".\r\n")
+        assert replies.readline().startswith(b"250")
+
+
+@pytest.fixture
+def receipt_of(write_config, serve, tmp_path):
+    """Send a message as a client address; return the receipt the handler got."""
+    key = DkimKey(domain="sender.example")
+    config = write_config(
+        {
+            "server": {"proxy_protocol": True},
+            "dns": {"txt": {**ZONE, key.record_name: key.txt}},
+            "rule_set": rule_set(rule("r", call("handlers:record"))),
+        }
+    )
+    server = serve(config)
+
+    def receipt(client_ip: str, mail_from: str, sender: str, signed: bool = False):
+        message = make_message(sender=sender)
+        converse(
+            server.port, client_ip, mail_from, key.sign(message) if signed else message
+        )
+        return read_calls(tmp_path)[-1]["event"]["Records"][0]["ses"]["receipt"]
+
+    return receipt
+
+
+@pytest.mark.parametrize(
+    ("client_ip", "mail_from", "spf"),
+    [
+        ("198.51.100.7", "a@sender.example", "PASS"),
+        ("192.0.2.1", "a@sender.example", "FAIL"),
+        ("192.0.2.1", "a@soft.example", "FAIL"),
+        ("192.0.2.1", "a@nospf.example", "GRAY"),
+    ],
+)
+def test_spf_verdict(receipt_of, client_ip, mail_from, spf):
+    """spfVerdict follows the MAIL FROM domain's record for the client address."""
+    receipt = receipt_of(client_ip, mail_from, "A <a@unrelated.example>")
+
+    assert receipt["spfVerdict"] == {"status": spf}
+
+
+def test_dmarc_passes_with_aligned_spf(receipt_of):
+    """SPF passing for the From domain makes DMARC pass, with no dmarcPolicy."""
+    receipt = receipt_of("198.51.100.7", "a@sender.example", "A <a@sender.example>")
+
+    assert receipt["dmarcVerdict"] == {"status": "PASS"}
+    assert "dmarcPolicy" not in receipt
+
+
+def test_dmarc_fails_with_the_senders_policy(receipt_of):
+    """Nothing aligned: DMARC FAIL, and dmarcPolicy is the record's p=."""
+    receipt = receipt_of("192.0.2.1", "a@sender.example", "A <a@sender.example>")
+
+    assert receipt["dmarcVerdict"] == {"status": "FAIL"}
+    assert receipt["dmarcPolicy"] == "reject"
+
+
+def test_dmarc_passes_with_an_aligned_dkim_signature(receipt_of):
+    """A passing signature of the From domain is enough without SPF."""
+    receipt = receipt_of(
+        "192.0.2.1", "a@elsewhere.example", "A <a@sender.example>", True
+    )
+
+    assert receipt["dkimVerdict"] == {"status": "PASS"}
+    assert receipt["dmarcVerdict"] == {"status": "PASS"}
+
+
+def test_no_dmarc_record_is_gray(receipt_of):
+    """A From domain without a DMARC record gets GRAY."""
+    receipt = receipt_of("198.51.100.7", "a@sender.example", "A <a@nodmarc.example>")
+
+    assert receipt["dmarcVerdict"] == {"status": "GRAY"}
+
+
+def test_subdomain_policy_and_relaxed_alignment():
+    """A subdomain falls back to the organisation's record and its sp=."""
+    txt = {"_dmarc.other.example": "v=DMARC1; p=quarantine; sp=none"}
+
+    failed = check_dmarc("mail.other.example", None, [], txt)
+    relaxed = check_dmarc("mail.other.example", "bounce.other.example", [], txt)
+
+    assert (failed.verdict, failed.policy) == ("FAIL", "none")
+    assert relaxed.verdict == "PASS"
+    assert organizational_domain("a.b.example.co.uk") == "example.co.uk"
