@@ -40,10 +40,10 @@ _COMMON_ORDER = (
 )
 
 
-def mail_object(delivery: Delivery) -> dict[str, Any]:
+def mail_object(delivery: Delivery, scanned: bool = True) -> dict[str, Any]:
     """Return ``mail``: the envelope, the headers and ``commonHeaders``."""
     message = delivery.message
-    headers = delivery.headers()
+    headers = delivery.headers(scanned)
     listed = _within_limit(headers)
     first = _first_values(headers)
     return {

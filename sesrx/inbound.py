@@ -65,14 +65,22 @@ class Delivery:
         """Prepend a header that later actions and rules see."""
         self.added_headers.insert(0, header)
 
-    def headers(self) -> list[Header]:
+    def headers(self, scanned: bool = True) -> list[Header]:
         """Return every header as stored: added, SES's, then the original."""
-        return [*self.added_headers, *self.ses_headers, *self.message.headers]
+        return [*self.added_headers, *self._ses(scanned), *self.message.headers]
 
-    def stored_parts(self) -> list[bytes]:
+    def stored_parts(self, scanned: bool = True) -> list[bytes]:
         """Return the stored object: new header lines, then the bytes received."""
-        prefix = render_fields([*self.added_headers, *self.ses_headers])
+        prefix = render_fields([*self.added_headers, *self._ses(scanned)])
         return [prefix, self.message.raw]
+
+    def _ses(self, scanned: bool) -> list[Header]:
+        # A rule that does not scan gets no X-SES-Spam/Virus-Verdict headers.
+        return [
+            header
+            for header in self.ses_headers
+            if scanned or not header.name.startswith(("X-SES-Spam", "X-SES-Virus"))
+        ]
 
     def processing_time_millis(self) -> int:
         """Return milliseconds since reception, at least 1 (as SES reports)."""

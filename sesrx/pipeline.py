@@ -22,9 +22,10 @@ from sesrx.dmarc_check import DmarcResult, check_dmarc
 from sesrx.errors import StorageError, describe_error
 from sesrx.inbound import Delivery, InboundMessage
 from sesrx.lambdas import LambdaRuntime
-from sesrx.message import Header, new_message_id, parse_headers, received_header
+from sesrx.message import Header, new_message_id, parse_headers
 from sesrx.rules import run_rule_set
 from sesrx.scan import ScanResult, scan
+from sesrx.ses_headers import ses_headers
 from sesrx.spf_check import SpfResult, check_spf
 from sesrx.storage import DataDir
 from sesrx.threads import on_daemon_thread
@@ -67,7 +68,7 @@ class Pipeline:
         config = self.config  # the rule set as it is now, for this message
         message = await self._inbound(arrival, config)
         delivery = Delivery(
-            message, self._ses_headers(message, config), _trace(message)
+            message, ses_headers(message, config.server.hostname), _trace(message)
         )
         services = Services(config, self.data_dir, self.lambdas, self.save_trace)
         try:
@@ -134,18 +135,6 @@ class Pipeline:
             spf=spf,
             dmarc=_dmarc(headers, spf, dkim, config),
         )
-
-    @staticmethod
-    def _ses_headers(message: InboundMessage, config: Config) -> tuple[Header, ...]:
-        received = received_header(
-            helo=message.helo,
-            peer=message.peer,
-            hostname=config.server.hostname,
-            message_id=message.message_id,
-            recipient=message.recipients[0],
-            when=message.received_at,
-        )
-        return (Header("Return-Path", f"<{message.mail_from}>"), received)
 
     def _failed(self, delivery: Delivery, exc: Exception) -> str:
         error = str(exc) if isinstance(exc, StorageError) else describe_error(exc)

@@ -5,13 +5,24 @@ The PROXY protocol lets each test pose as whatever client address it needs.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import socket
 
 import pytest
 
 from sesrx.dmarc_check import check_dmarc, organizational_domain
 
-from helpers import DkimKey, call, make_message, read_calls, rule, rule_set
+from helpers import (
+    DkimKey,
+    call,
+    make_message,
+    read_calls,
+    rule,
+    rule_set,
+    store,
+    stored_messages,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -118,3 +129,47 @@ def test_subdomain_policy_and_relaxed_alignment():
     assert (failed.verdict, failed.policy) == ("FAIL", "none")
     assert relaxed.verdict == "PASS"
     assert organizational_domain("a.b.example.co.uk") == "example.co.uk"
+
+
+def test_stored_object_carries_the_ses_header_block(write_config, serve, tmp_path):
+    """The object has SES's headers in SES's order, with the verdicts in words."""
+    config = write_config(
+        {
+            "server": {"proxy_protocol": True},
+            "dns": {"txt": ZONE},
+            "rule_set": rule_set(
+                rule("scanned", store("scanned")),
+                rule("unscanned", store("unscanned"), scan_enabled=False),
+            ),
+        }
+    )
+    server = serve(config)
+
+    converse(server.port, "198.51.100.7", "a@sender.example",
+             make_message(sender="A <a@sender.example>"))  # fmt: skip
+    [scanned] = stored_messages(tmp_path / "data" / "s3" / "scanned")
+    [unscanned] = stored_messages(tmp_path / "data" / "s3" / "unscanned")
+    block = email.message_from_bytes(scanned.read_bytes(), policy=email.policy.compat32)
+
+    names = [name for name, _ in block.items()]
+    assert names[:9] == [
+        "Return-Path", "Received", "X-SES-Spam-Verdict", "X-SES-Virus-Verdict",
+        "Received-SPF", "Authentication-Results", "X-SES-RECEIPT",
+        "X-SES-DKIM-SIGNATURE", "From",
+    ]  # fmt: skip
+    spf = (
+        "pass (spfCheck: domain of sender.example designates 198.51.100.7 as "
+        "permitted sender) client-ip=198.51.100.7; envelope-from=a@sender.example; "
+        "helo=mx.sender.example;"
+    )
+    assert block["Received-SPF"] == spf
+    assert block["Authentication-Results"].split("\r\n ") == [
+        "amazonses.com;",
+        f"spf={spf}",
+        "dkim=none;",
+        "dmarc=pass header.from=sender.example;",
+    ]
+    assert block["X-SES-Spam-Verdict"] == "PASS"
+    assert "d=amazonses.com;" in block["X-SES-DKIM-SIGNATURE"]
+    assert b"X-SES-Spam-Verdict" not in unscanned.read_bytes()
+    assert b"Received-SPF: pass" in unscanned.read_bytes()

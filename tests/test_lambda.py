@@ -93,9 +93,15 @@ def test_handler_gets_the_ses_event_and_a_context(write_config, serve, tmp_path)
         "messageId",
         "subject",
     ]
-    assert [h["name"] for h in mail["headers"][:3]] == [
+    assert [h["name"] for h in mail["headers"][:9]] == [
         "Return-Path",
         "Received",
+        "X-SES-Spam-Verdict",
+        "X-SES-Virus-Verdict",
+        "Received-SPF",
+        "Authentication-Results",
+        "X-SES-RECEIPT",
+        "X-SES-DKIM-SIGNATURE",
         "From",
     ]
     assert receipt["recipients"] == ["john@example.com", "hidden@example.com"]

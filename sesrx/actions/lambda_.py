@@ -26,7 +26,7 @@ async def run_lambda(action: LambdaAction, context: ActionContext) -> ActionResu
     if action.topic_arn:
         action_json["topicArn"] = action.topic_arn
     receipt = receipt_object(delivery, context.rule, context.recipients, action_json)
-    event = lambda_event(mail_object(delivery), receipt)
+    event = lambda_event(mail_object(delivery, context.rule.scan_enabled), receipt)
     lambdas = context.services.lambdas
     message_id = delivery.message.message_id
 

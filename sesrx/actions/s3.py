@@ -13,7 +13,7 @@ async def run_s3(action: S3Action, context: ActionContext) -> ActionResult:
     delivery = context.delivery
     key = action.object_key(delivery.message.message_id)
     path = await context.services.data_dir.put_object(
-        action.bucket_name, key, delivery.stored_parts()
+        action.bucket_name, key, delivery.stored_parts(context.rule.scan_enabled)
     )
     # TODO(#3): publish the S3 notification when topic_arn is set.
     return ActionResult(
