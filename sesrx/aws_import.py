@@ -36,6 +36,7 @@ _ACTIONS: dict[str, tuple[str, dict[str, str]]] = {
         "HeaderName": "header_name", "HeaderValue": "header_value",
     }),
     "StopAction": ("stop", {"Scope": "scope", "TopicArn": "topic_arn"}),
+    "SNSAction": ("sns", {"TopicArn": "topic_arn", "Encoding": "encoding"}),
     "WorkmailAction": ("workmail", {
         "OrganizationArn": "organization_arn", "TopicArn": "topic_arn",
     }),
@@ -43,7 +44,6 @@ _ACTIONS: dict[str, tuple[str, dict[str, str]]] = {
         "InstanceARN": "instance_arn", "IAMRoleARN": "iam_role_arn",
     }),
 }  # fmt: skip
-# TODO(#3): SNSAction, once SNS topics are emulated.
 _RULE_KEYS = {"Name", "Enabled", "TlsPolicy", "Recipients", "Actions", "ScanEnabled"}
 
 
@@ -102,12 +102,10 @@ def _rule(node: Node) -> dict[str, Any]:
 
 
 def _action(node: Node) -> dict[str, Any]:
-    entry = node.mapping(set(_ACTIONS) | {"SNSAction"})
+    entry = node.mapping(set(_ACTIONS))
     if len(entry.raw) != 1:
         node.fail(f"expected exactly one of {', '.join(_ACTIONS)}")
     member = next(iter(entry.raw))
-    if member == "SNSAction":
-        entry.get(member).fail("SNS actions are not emulated yet")
 
     key, fields = _ACTIONS[member]
     body = entry.get(member).mapping(set(fields))

@@ -30,7 +30,9 @@ __all__ = [
     "RuleSet",
     "S3Action",
     "ServerConfig",
+    "SnsAction",
     "StopAction",
+    "Topic",
     "TlsConfig",
     "WorkmailAction",
     "ConnectAction",
@@ -159,6 +161,22 @@ class StopAction:
 
 
 @dataclass(frozen=True, slots=True)
+class SnsAction:
+    """Publish the whole message to a topic (SES ``SNSAction``)."""
+
+    topic_arn: str
+    encoding: str = "UTF-8"  # UTF-8 | Base64
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A local SNS topic: a JSON-lines file, and an HTTP subscriber if given."""
+
+    name: str
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WorkmailAction:
     """Hand the message to Amazon WorkMail (SES ``WorkmailAction``); not emulated."""
 
@@ -180,6 +198,7 @@ Action = (
     | BounceAction
     | AddHeaderAction
     | StopAction
+    | SnsAction
     | WorkmailAction
     | ConnectAction
 )
@@ -209,6 +228,10 @@ Records = MappingType[str, tuple[str, ...]]
 
 
 def _no_records() -> Records:
+    return MappingProxyType({})
+
+
+def _no_topics() -> MappingType[str, Topic]:
     return MappingProxyType({})
 
 
@@ -245,6 +268,7 @@ class Config:
     source: Path | None = None
     ip_filters: tuple[IpFilter, ...] = ()
     dns: DnsZone = field(default_factory=DnsZone)
+    topics: MappingType[str, Topic] = field(default_factory=_no_topics)
 
     @property
     def source_name(self) -> str:

@@ -12,7 +12,7 @@ from sesrx.config import ReceiptRule
 from sesrx.inbound import Delivery
 from sesrx.message import Header
 
-__all__ = ["lambda_event", "mail_object", "receipt_object"]
+__all__ = ["lambda_event", "mail_object", "notification", "receipt_object"]
 
 # Header bytes listed in mail.headers (SES Developer Guide, notification
 # contents: "headersTruncated").
@@ -82,6 +82,16 @@ def receipt_object(
         receipt["dmarcPolicy"] = message.dmarc.policy
     receipt["action"] = action
     return receipt
+
+
+def notification(
+    mail: dict[str, Any], receipt: dict[str, Any], content: str | None = None
+) -> dict[str, Any]:
+    """Return the ``Received`` notification SES publishes to a topic."""
+    message = {"notificationType": "Received", "mail": mail, "receipt": receipt}
+    if content is not None:
+        message["content"] = content
+    return message
 
 
 def lambda_event(mail: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any]:

@@ -43,8 +43,10 @@ from sesrx.config import (
     RuleSet,
     S3Action,
     ServerConfig,
+    SnsAction,
     StopAction,
     TlsConfig,
+    Topic,
     WorkmailAction,
 )
 from sesrx.errors import ConfigError
@@ -128,6 +130,7 @@ def _load_text(text: str, source: Path | str, base_dir: Path) -> Config:
             "rule_set_file",
             "ip_filters",
             "ip_filters_file",
+            "topics",
         },
     )
     aws = _aws(root.get("aws"))
@@ -146,6 +149,7 @@ def _load_text(text: str, source: Path | str, base_dir: Path) -> Config:
         source=source if isinstance(source, Path) else None,
         ip_filters=_ip_filters(ip_filters),
         dns=dns_zone,
+        topics=_topics(root.get("topics")),
     )
 
 
@@ -401,7 +405,7 @@ def _rule(
 
 
 _ACTION_KEYS = (
-    "s3", "lambda", "bounce", "add_header", "stop", "workmail", "connect",
+    "s3", "lambda", "bounce", "add_header", "stop", "sns", "workmail", "connect",
 )  # fmt: skip
 _WORKMAIL_ARN = re.compile(
     r"arn:aws[a-z-]*:workmail:[a-z0-9-]+:\d{12}:organization/m-[a-z0-9]+"
@@ -429,6 +433,8 @@ def _action(
         return _bounce(body)
     if kind == "add_header":
         return _add_header(body)
+    if kind == "sns":
+        return _sns(body)
     if kind == "workmail":
         return _workmail(body)
     if kind == "connect":
@@ -442,6 +448,31 @@ def _arn(mapping: Mapping, key: str, pattern: re.Pattern[str], what: str) -> str
     if not pattern.fullmatch(value):
         node.fail(f"expected {what}, got {value!r}")
     return value
+
+
+def _sns(node: Node) -> SnsAction:
+    sns = node.mapping({"topic_arn", "encoding"}, {"topic_arn"})
+    topic = _topic(sns)
+    assert topic is not None  # required above
+    return SnsAction(
+        topic_arn=topic, encoding=sns.choice("encoding", ("UTF-8", "Base64"), "UTF-8")
+    )
+
+
+def _topics(node: Node) -> MappingType[str, Topic]:
+    """Read ``topics: {name: {endpoint: http://...}}``."""
+    topics: dict[str, Topic] = {}
+    for name, entry in node.members():
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", name):
+            entry.fail("expected a topic name of letters, digits, '-' and '_'")
+        topic = entry.mapping({"endpoint"})
+        endpoint = topic.text("endpoint") if "endpoint" in topic else None
+        if endpoint is not None and not re.fullmatch(r"https?://\S+", endpoint):
+            topic.get("endpoint").fail(
+                f"expected an http:// or https:// URL, got {endpoint!r}"
+            )
+        topics[name] = Topic(name=name, endpoint=endpoint)
+    return MappingProxyType(topics)
 
 
 def _workmail(node: Node) -> WorkmailAction:

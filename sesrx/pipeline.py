@@ -26,6 +26,7 @@ from sesrx.message import Header, new_message_id, parse_headers
 from sesrx.rules import run_rule_set
 from sesrx.scan import ScanResult, scan
 from sesrx.ses_headers import ses_headers
+from sesrx.sns import Publisher
 from sesrx.spf_check import SpfResult, check_spf
 from sesrx.storage import DataDir
 from sesrx.threads import on_daemon_thread
@@ -62,6 +63,7 @@ class Pipeline:
         self.data_dir = data_dir
         self.lambdas = lambdas
         self._dkim_slots = asyncio.Semaphore(DKIM_AT_ONCE)
+        self._publisher: Publisher | None = None
 
     async def receive(self, arrival: Arrival) -> str:
         """Process one message and return the reply to DATA."""
@@ -70,7 +72,9 @@ class Pipeline:
         delivery = Delivery(
             message, ses_headers(message, config.server.hostname), _trace(message)
         )
-        services = Services(config, self.data_dir, self.lambdas, self.save_trace)
+        services = Services(
+            config, self.data_dir, self.lambdas, self.save_trace, self._sns(config)
+        )
         try:
             await run_rule_set(config.rule_set, delivery, services)
             server = config.server
@@ -93,6 +97,12 @@ class Pipeline:
 
         self._summarise(delivery, summary, reply)
         return reply
+
+    def _sns(self, config: Config) -> Publisher:
+        """Return the publisher for the configuration's topics."""
+        if self._publisher is None or self._publisher.topics is not config.topics:
+            self._publisher = Publisher(self.data_dir.root / "sns", config.topics)
+        return self._publisher
 
     async def save_trace(self, delivery: Delivery) -> None:
         """Write the message's trace file as it stands now.

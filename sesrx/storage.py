@@ -58,7 +58,7 @@ class DataDir:
     def prepare(self) -> None:
         """Create the folder tree; raises :class:`StorageError` if it cannot."""
         try:
-            for name in ("s3", "traces", "outbox", "logs", ".tmp"):
+            for name in ("s3", "sns", "traces", "outbox", "logs", ".tmp"):
                 (self.root / name).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create {self.root}: {exc}") from exc

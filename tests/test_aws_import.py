@@ -128,7 +128,7 @@ def test_described_rule_set_runs(aws_config, serve, tmp_path):
                 "Metadata": {"Name": "x"},
                 "Rules": [{"Name": "r", "Actions": [{"SNSAction": {}}]}],
             },
-            "SNS actions are not emulated yet",
+            "topic_arn: required key is missing",
         ),
     ],
 )

@@ -17,6 +17,7 @@ from sesrx.actions.bounce import run_bounce
 from sesrx.actions.lambda_ import run_lambda
 from sesrx.actions.not_emulated import run_not_emulated
 from sesrx.actions.s3 import run_s3
+from sesrx.actions.sns import run_sns
 from sesrx.actions.stop import run_stop
 from sesrx.config import (
     Action,
@@ -25,6 +26,7 @@ from sesrx.config import (
     ConnectAction,
     LambdaAction,
     S3Action,
+    SnsAction,
     StopAction,
     WorkmailAction,
 )
@@ -39,6 +41,7 @@ _RUNNERS: dict[type, tuple[str, Runner]] = {
     BounceAction: ("Bounce", run_bounce),
     AddHeaderAction: ("AddHeader", run_add_header),
     StopAction: ("Stop", run_stop),
+    SnsAction: ("SNS", run_sns),
     WorkmailAction: ("WorkMail", run_not_emulated),
     ConnectAction: ("Connect", run_not_emulated),
 }

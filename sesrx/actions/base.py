@@ -10,6 +10,7 @@ from sesrx.config import Config, ReceiptRule
 from sesrx.disposition import Disposition
 from sesrx.inbound import Delivery
 from sesrx.lambdas import LambdaRuntime
+from sesrx.sns import Publisher
 from sesrx.storage import DataDir
 from sesrx.trace import ActionTrace
 
@@ -24,6 +25,7 @@ class Services:
     data_dir: DataDir
     lambdas: LambdaRuntime
     save_trace: Callable[[Delivery], Awaitable[None]]
+    sns: Publisher
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ made once the rule set has run (see :mod:`sesrx.bounces`).
 from __future__ import annotations
 
 from sesrx.actions.base import ActionContext, ActionResult
+from sesrx.actions.notify import notify, with_topic
 from sesrx.config import BounceAction
 from sesrx.inbound import Bounce
 
@@ -20,7 +21,19 @@ async def run_bounce(action: BounceAction, context: ActionContext) -> ActionResu
     # action after it (SES Developer Guide, Lambda use case 2).
     bounce = Bounce(action, context.recipients, context.trace)
     context.delivery.bounces.append(bounce)
+    action_object = {
+        "type": "Bounce",
+        "smtpReplyCode": action.smtp_reply_code,
+        "statusCode": action.status_code,
+        "message": action.message,
+        "sender": action.sender,
+    }
+    published = notify(context, with_topic(action_object, action.topic_arn))
     return ActionResult(
         outcome="recorded",
-        detail={"reply": action.reply, "recipients": list(context.recipients)},
+        detail={
+            "reply": action.reply,
+            "recipients": list(context.recipients),
+            **published,
+        },
     )

@@ -6,6 +6,7 @@ import contextlib
 from typing import Any
 
 from sesrx.actions.base import ActionContext, ActionResult
+from sesrx.actions.notify import notify, with_topic
 from sesrx.config import LambdaAction
 from sesrx.errors import StorageError
 from sesrx.events import lambda_event, mail_object, receipt_object
@@ -18,13 +19,15 @@ async def run_lambda(action: LambdaAction, context: ActionContext) -> ActionResu
     """Invoke the function; wait for it only for ``RequestResponse``."""
     delivery = context.delivery
     function = action.function
-    action_json: dict[str, Any] = {
-        "type": "Lambda",
-        "functionArn": function.arn,
-        "invocationType": action.invocation_type,
-    }
-    if action.topic_arn:
-        action_json["topicArn"] = action.topic_arn
+    action_json = with_topic(
+        {
+            "type": "Lambda",
+            "functionArn": function.arn,
+            "invocationType": action.invocation_type,
+        },
+        action.topic_arn,
+    )
+    published = notify(context, action_json)
     receipt = receipt_object(delivery, context.rule, context.recipients, action_json)
     event = lambda_event(mail_object(delivery, context.rule.scan_enabled), receipt)
     lambdas = context.services.lambdas
@@ -34,9 +37,8 @@ async def run_lambda(action: LambdaAction, context: ActionContext) -> ActionResu
         disposition, invocation = await lambdas.request_response(
             function, event, message_id
         )
-        return ActionResult(
-            disposition, invocation.status, invocation.error, _detail(invocation)
-        )
+        detail = {**_detail(invocation), **published}
+        return ActionResult(disposition, invocation.status, invocation.error, detail)
 
     async def finished(invocation: Invocation) -> None:
         context.trace.outcome = invocation.status
@@ -48,7 +50,7 @@ async def run_lambda(action: LambdaAction, context: ActionContext) -> ActionResu
             await context.services.save_trace(delivery)
 
     invocation = lambdas.event(function, event, message_id, finished)
-    return ActionResult(outcome="started", detail=_detail(invocation))
+    return ActionResult(outcome="started", detail={**_detail(invocation), **published})
 
 
 def _detail(invocation: Invocation) -> dict[str, Any]:

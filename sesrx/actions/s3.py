@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sesrx.actions.base import ActionContext, ActionResult
+from sesrx.actions.notify import notify, with_topic
 from sesrx.config import S3Action
 
 __all__ = ["run_s3"]
@@ -15,7 +16,14 @@ async def run_s3(action: S3Action, context: ActionContext) -> ActionResult:
     path = await context.services.data_dir.put_object(
         action.bucket_name, key, delivery.stored_parts(context.rule.scan_enabled)
     )
-    # TODO(#3): publish the S3 notification when topic_arn is set.
-    return ActionResult(
-        detail={"bucket_name": action.bucket_name, "object_key": key, "path": str(path)}
-    )
+    # objectKeyPrefix is in every real capture, if not in the documentation
+    # (reference section 3.1).
+    action_object = {
+        "type": "S3",
+        "bucketName": action.bucket_name,
+        "objectKeyPrefix": action.object_key_prefix,
+        "objectKey": key,
+    }
+    published = notify(context, with_topic(action_object, action.topic_arn))
+    detail = {"bucket_name": action.bucket_name, "object_key": key, "path": str(path)}
+    return ActionResult(detail={**detail, **published})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sesrx.actions.base import ActionContext, ActionResult
+from sesrx.actions.notify import notify, with_topic
 from sesrx.config import StopAction
 from sesrx.disposition import Disposition
 
@@ -11,5 +12,5 @@ __all__ = ["run_stop"]
 
 async def run_stop(action: StopAction, context: ActionContext) -> ActionResult:
     """Stop processing: no later action or rule runs for this message."""
-    # TODO(#3): publish the Stop notification when topic_arn is set.
-    return ActionResult(Disposition.STOP_RULE_SET)
+    published = notify(context, with_topic({"type": "Stop"}, action.topic_arn))
+    return ActionResult(Disposition.STOP_RULE_SET, detail=published)
