@@ -124,6 +124,7 @@ def test_topic_endpoint_gets_the_notification_posted(write_config, serve, tmp_pa
             time.sleep(0.05)
     finally:
         subscriber.shutdown()
+        subscriber.server_close()
 
     [(headers, body)] = Recorder.received
     assert headers["x-amz-sns-message-type"] == "Notification"
