@@ -30,6 +30,10 @@ REPLY_BAD_SENDER = "553 5.1.7 Bad sender address syntax"
 # An oversize message, at MAIL FROM (SIZE=) or at the end of DATA; SES's
 # reply is not documented, this is the RFC 3463 code for it.
 REPLY_TOO_LARGE = "552 5.3.4 Message too large"
+# A CR or LF alone: sesrx's header reader, dkimpy and a consumer's MIME
+# parser could each split such lines differently (and they are how SMTP
+# smuggling works), so the message is refused rather than stored.
+REPLY_BARE_LINE_BREAK = "554 5.6.0 Message has a bare CR or LF; end lines with CRLF"
 REPLY_BAD_RECIPIENT = "553 5.1.3 Bad recipient address syntax"
 
 
@@ -105,6 +109,9 @@ class SesHandler:
         content = envelope.original_content
         if content is None:
             content = envelope.content if isinstance(envelope.content, bytes) else b""
+        if _bare_line_break(content):
+            log.info("%s refused a message with a bare CR or LF", _peer(session))
+            return REPLY_BARE_LINE_BREAK
         arrival = Arrival(
             # The null reverse-path arrives as the text "<>" (RFC 5321 4.5.5).
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
@@ -186,6 +193,11 @@ def _uses_tls(server: SMTP, session: Session) -> bool:
     transport = server.transport
     implicit = transport is not None and transport.get_extra_info("ssl_object")
     return session.ssl is not None or bool(implicit)
+
+
+def _bare_line_break(content: bytes) -> bool:
+    pairs = content.count(b"\r\n")
+    return content.count(b"\n") != pairs or content.count(b"\r") != pairs
 
 
 def _has_control(address: str) -> bool:

@@ -216,3 +216,14 @@ def test_gtube_corpus_message_is_spam(corpus_server):
     verdicts = read_trace(folder / "data", sent.message_id)["verdicts"]
 
     assert (verdicts["spam"], verdicts["virus"]) == ("FAIL", "PASS")
+
+
+def test_lf_only_message_sent_as_is_is_refused(corpus_server):
+    """The LF-only copy of a message, sent without fixing its line ends, gets 554."""
+    server, _ = corpus_server
+    raw = (CORPUS / "messages" / "mikel-basic_email_lf.eml").read_bytes()
+
+    sent = send(server.port, raw[:900] + b"\n")
+
+    assert sent.data is not None
+    assert sent.data[0] == 554

@@ -13,7 +13,7 @@ from helpers import call, make_message, read_calls, rule, rule_set, send
 
 def attachment(content: bytes, encoding: str = "base64") -> bytes:
     body = (
-        base64.encodebytes(content).decode()
+        base64.encodebytes(content).decode().replace("\n", "\r\n")
         if encoding == "base64"
         else content.decode()
     )

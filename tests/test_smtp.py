@@ -387,3 +387,21 @@ def test_oversize_refusals_are_logged(write_config, serve, caplog):
         client.mail("a@sender.example", ["SIZE=100000"])
 
     assert "127.0.0.1 refused an oversize message" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"Subject: lf\n\nline\n",
+        b"Subject: cr\r\n\r\nline\rmore\r\n",
+        b"A: b\r\n\r\nx\n.\r\n",
+    ],
+)
+def test_bare_cr_or_lf_is_refused(write_config, serve, tmp_path, body):
+    """A message with a CR or LF alone is refused with 554 5.6.0 and not stored."""
+    server = serve(write_config({"rule_set": rule_set(STORE)}))
+
+    sent = send(server.port, body)
+
+    assert sent.data == (554, "5.6.0 Message has a bare CR or LF; end lines with CRLF")
+    assert stored_messages(tmp_path / "data" / "s3" / "inbound") == []
