@@ -227,3 +227,31 @@ def test_lf_only_message_sent_as_is_is_refused(corpus_server):
 
     assert sent.data is not None
     assert sent.data[0] == 554
+
+
+def test_sns_notification_has_the_shape_of_the_real_sample(tmp_path_factory):
+    """The SNS action's Message has the keys and value types of SES's sample."""
+    if not CORPUS.is_dir():
+        pytest.skip(NO_CORPUS)
+    folder = tmp_path_factory.mktemp("sns")
+    topic = "arn:aws:sns:us-east-1:123456789012:IncomingEmail"
+    sns = {"sns": {"topic_arn": topic, "encoding": "Base64"}}
+    server = start_server(folder, {"rule_set": rule_set(rule("r", sns))})
+    try:
+        send(server.port, make_message())
+    finally:
+        server.stop()
+    line = (folder / "data" / "sns" / "IncomingEmail.jsonl").read_text()
+    got = shape(json.loads(json.loads(line)["Message"]))
+    sample = (
+        CORPUS / "ses-events" / "awsdocs-sns-received-notification-2019.derived.json"
+    )
+    wanted = shape(json.loads(sample.read_text()))
+
+    assert list(got) == list(wanted)
+    assert got["receipt"] == wanted["receipt"]
+    assert got["mail"] == {
+        **wanted["mail"],
+        "commonHeaders": got["mail"]["commonHeaders"],
+    }
+    assert got["content"] == wanted["content"]
