@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import logging
 
 from sesrx.actions.base import ActionContext, ActionResult
 from sesrx.config import SnsAction
 from sesrx.events import mail_object, notification, receipt_object
 
 __all__ = ["run_sns"]
+
+log = logging.getLogger("sesrx.actions.sns")
 
 # SES publishes nothing for mail over 150 KB, headers included; users see
 # it silently dropped (reference sections 3.2 and 11).
@@ -20,6 +23,8 @@ async def run_sns(action: SnsAction, context: ActionContext) -> ActionResult:
     delivery, rule = context.delivery, context.rule
     stored = b"".join(delivery.stored_parts(rule.scan_enabled))
     if len(stored) > MAX_CONTENT_BYTES:
+        log.info("%s not published to %s: %d bytes is over 150 KB",
+                 delivery.message.message_id, action.topic_arn, len(stored))  # fmt: skip
         return ActionResult(
             outcome="not-published",
             detail={"reason": f"{len(stored)} bytes is over SNS's 150 KB"},
