@@ -23,8 +23,13 @@ async def run_sns(action: SnsAction, context: ActionContext) -> ActionResult:
     delivery, rule = context.delivery, context.rule
     stored = b"".join(delivery.stored_parts(rule.scan_enabled))
     if len(stored) > MAX_CONTENT_BYTES:
-        log.info("%s not published to %s: %d bytes is over 150 KB",
-                 delivery.message.message_id, action.topic_arn, len(stored))  # fmt: skip
+        message_id = delivery.message.message_id
+        log.info(
+            "%s not published to %s: %d bytes is over 150 KB",
+            message_id,
+            action.topic_arn,
+            len(stored),
+        )
         return ActionResult(
             outcome="not-published",
             detail={"reason": f"{len(stored)} bytes is over SNS's 150 KB"},
