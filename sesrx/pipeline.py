@@ -31,6 +31,7 @@ from sesrx.spf_check import SpfResult, check_spf
 from sesrx.storage import DataDir
 from sesrx.threads import on_daemon_thread
 from sesrx.trace import MessageTrace
+from sesrx.zone import txt_records
 
 __all__ = ["REPLY_RETRY", "Arrival", "Pipeline"]
 
@@ -143,7 +144,7 @@ class Pipeline:
             dkim=dkim,
             scan=await _scan(arrival.content, self._dkim_slots),
             spf=spf,
-            dmarc=_dmarc(headers, spf, dkim, config),
+            dmarc=await _dmarc_off_loop(headers, spf, dkim, config),
         )
 
     def _failed(self, delivery: Delivery, exc: Exception) -> str:
@@ -179,7 +180,7 @@ async def _dkim(
     # and off the thread pool that file writes use, a few at a time.
     async with slots:
         return await on_daemon_thread(
-            "sesrx-dkim", verify_dkim, raw, config.dns_txt, signatures
+            "sesrx-dkim", verify_dkim, raw, txt_records(config), signatures
         )
 
 
@@ -188,6 +189,15 @@ async def _spf(arrival: Arrival, config: Config) -> SpfResult:
     if not config.dns.system:
         return check_spf(*args)  # the offline zone answers at once
     return await on_daemon_thread("sesrx-spf", check_spf, *args)
+
+
+async def _dmarc_off_loop(
+    headers: tuple[Header, ...], spf: SpfResult, dkim: DkimResult, config: Config
+) -> DmarcResult:
+    if not config.dns.system:
+        return _dmarc(headers, spf, dkim, config)
+    # Real DNS may be slow: keep the event loop free meanwhile.
+    return await on_daemon_thread("sesrx-dmarc", _dmarc, headers, spf, dkim, config)
 
 
 def _dmarc(
@@ -200,7 +210,7 @@ def _dmarc(
         from_domain,
         spf.domain if spf.result == "pass" else None,
         [s.domain for s in dkim.signatures if s.result == "pass"],
-        config.dns_txt,
+        txt_records(config),
     )
 
 
