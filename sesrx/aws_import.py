@@ -55,6 +55,8 @@ def read_json(path: Path) -> Any:
         raise ConfigError(path, "", f"cannot read the file: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(path, "", f"not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(path, "", "not valid JSON: nested too deeply") from exc
 
 
 def rule_set_from_aws(document: Any, source: Path | str) -> dict[str, Any]:

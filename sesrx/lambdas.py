@@ -230,6 +230,7 @@ class LambdaRuntime:
             result = None
         else:
             invocation.status = "ok"
+            invocation.error = None  # a retry that succeeds clears the last error
 
         invocation.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         output.flush()

@@ -49,7 +49,7 @@ from sesrx.config import (
     Topic,
     WorkmailAction,
 )
-from sesrx.errors import ConfigError
+from sesrx.errors import ConfigError, describe_error
 from sesrx.imports import HandlerImportError, import_callable
 
 __all__ = ["load_config", "load_default_config"]
@@ -70,7 +70,12 @@ def load_config(path: Path | str) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, "", f"cannot read the file: {exc}") from exc
 
-    return _load_text(text, path, path.resolve().parent)
+    try:
+        return _load_text(text, path, path.resolve().parent)
+    except (ValueError, RecursionError) as exc:
+        # Values YAML or JSON cannot turn into Python ones (an integer of
+        # thousands of digits, nesting past the recursion limit).
+        raise ConfigError(path, "", f"cannot be read: {describe_error(exc)}") from exc
 
 
 def load_default_config() -> Config:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sesrx.config import Config
-from sesrx.errors import ConfigError, SesrxError
+from sesrx.errors import SesrxError, describe_error
 from sesrx.loader import load_config
 from sesrx.summary import warnings
 from sesrx.threads import on_daemon_thread
@@ -44,9 +44,9 @@ async def watch(
         try:
             # Loading imports handler modules: keep that off the event loop.
             fresh = await on_daemon_thread("sesrx-reload", load_config, path)
-        except ConfigError as exc:
+        except Exception as exc:  # a ConfigError, or any surprise: keep watching
             log.error("%s changed but cannot be used, keeping the running rules: %s",
-                      path, exc)  # fmt: skip
+                      path, describe_error(exc))  # fmt: skip
             continue
         try:
             await apply(_keep_listening(fresh, current()))
@@ -66,6 +66,8 @@ def _keep_listening(fresh: Config, running: Config) -> Config:
         port=running.server.port,
         tls=running.server.tls,
         hostname=running.server.hostname,
+        proxy_protocol=running.server.proxy_protocol,
+        max_message_size=running.server.max_message_size,
     )
     return dataclasses.replace(fresh, server=server, data_dir=running.data_dir)
 

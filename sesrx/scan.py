@@ -9,8 +9,10 @@ attachment is usually base64.
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.policy
+import quopri
 import re
 from dataclasses import dataclass
 
@@ -24,7 +26,7 @@ EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 MAX_PARTS = 100
 # Only parts in these encodings can hide a string from the raw search.
 _ENCODED = re.compile(
-    rb"content-transfer-encoding:[ \t]*(?:base64|quoted-printable)", re.IGNORECASE
+    rb"content-transfer-encoding:\s*(?:base64|quoted-printable)", re.IGNORECASE
 )
 
 
@@ -64,5 +66,22 @@ def _decoded_parts(raw: bytes) -> list[bytes]:
 
 
 def _payload(part: email.message.Message) -> bytes:
-    payload = part.get_payload(decode=True)
-    return payload if isinstance(payload, bytes) else b""
+    """Decode a part, reading a folded Content-Transfer-Encoding too."""
+    encoding = " ".join(str(part.get("content-transfer-encoding", "")).split()).lower()
+    payload = part.get_payload()
+    if not isinstance(payload, str):
+        return b""
+    if encoding == "base64":
+        try:
+            return binascii.a2b_base64(_base64_text(payload))
+        except binascii.Error:  # a lone trailing character
+            return b""
+    if encoding == "quoted-printable":
+        return quopri.decodestring(payload.encode("ascii", errors="replace"))
+    return payload.encode("utf-8", errors="surrogateescape")
+
+
+def _base64_text(payload: str) -> bytes:
+    """Keep base64 characters only, padded, so that a2b_base64 never fails."""
+    text = re.sub(r"[^A-Za-z0-9+/]", "", payload)
+    return (text + "=" * (-len(text) % 4)).encode("ascii")

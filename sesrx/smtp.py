@@ -46,6 +46,14 @@ class SesHandler:
         self.idle = asyncio.Event()
         self.idle.set()
 
+    async def handle_EHLO(  # noqa: N802 (aiosmtpd's hook name)
+        self, server: SMTP, session: Session, envelope: Envelope,
+        hostname: str, responses: list[str],
+    ) -> list[str]:  # fmt: skip
+        """Answer EHLO without AUTH, which SES does not offer."""
+        session.host_name = hostname
+        return [line for line in responses if not line.startswith("250-AUTH")]
+
     async def handle_PROXY(  # noqa: N802 (aiosmtpd's hook name)
         self, server: SMTP, session: Session, envelope: Envelope, proxy_data: Any
     ) -> bool:

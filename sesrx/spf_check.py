@@ -55,6 +55,10 @@ def check_spf(
     """Evaluate SPF as a receiving server would (RFC 7208)."""
     # A null sender is checked by its HELO name (RFC 7208 section 2.4).
     sender = mail_from or f"postmaster@{helo}"
+    local, _, domain = sender.rpartition("@")
+    if "@" in local:
+        # A quoted local part may hold "@"; pyspf would split at the first.
+        sender = f"postmaster@{domain}"
     token = _zone.set((txt, zone))
     try:
         result, explanation = spf.check2(i=client_ip, s=sender, h=helo)

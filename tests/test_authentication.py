@@ -77,6 +77,7 @@ def receipt_of(write_config, serve, tmp_path):
         ("192.0.2.1", "a@sender.example", "FAIL"),
         ("192.0.2.1", "a@soft.example", "FAIL"),
         ("192.0.2.1", "a@nospf.example", "GRAY"),
+        ("198.51.100.7", '"a@b"@sender.example', "PASS"),
     ],
 )
 def test_spf_verdict(receipt_of, client_ip, mail_from, spf):

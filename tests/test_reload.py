@@ -37,9 +37,17 @@ def test_edited_rule_set_applies_from_the_next_message(
     assert wait_for(lambda: server.server.config.rule_set.name == "edited")
     send(server.port, make_message())
 
-    path.write_text(path.read_text() + "  broken: [\n")
+    good = path.read_text()
+    path.write_text(good + "  broken: [\n")
     assert wait_for(lambda: "cannot be used, keeping the running rules" in caplog.text)
     send(server.port, make_message())
+    caplog.clear()
+    # An integer too long for Python to convert is not a config error to YAML.
+    path.write_text("server: {max_message_size: " + "9" * 5000 + "}\nrule_set: {}\n")
+    assert wait_for(lambda: "cannot be used" in caplog.text)
+    document["rule_set"] = rule_set(rule("r", store("third")), name="after")
+    path.write_text(yaml.safe_dump(document))
+    assert wait_for(lambda: server.server.config.rule_set.name == "after")
 
     assert len(stored_messages(buckets / "first")) == 1
     assert len(stored_messages(buckets / "second")) == 2

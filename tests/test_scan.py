@@ -34,6 +34,14 @@ def attachment(content: bytes, encoding: str = "base64") -> bytes:
         (attachment(EICAR), "PASS", "FAIL"),
         (attachment(GTUBE + b"\r\n" + EICAR), "FAIL", "FAIL"),
         (attachment(EICAR[:20]), "PASS", "PASS"),
+        (
+            attachment(EICAR).replace(
+                b"Content-Transfer-Encoding: base64",
+                b"Content-Transfer-Encoding:\r\n base64",
+            ),
+            "PASS",
+            "FAIL",
+        ),
     ],
 )
 def test_test_strings_fail_their_verdict(raw, spam, virus):

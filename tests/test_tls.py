@@ -38,6 +38,7 @@ def test_starttls_lets_tls_only_recipients_in(write_config, serve, tmp_path):
         assert client.has_extn("starttls")
         client.starttls(context=client_context())
         client.ehlo("client.example")
+        assert not client.has_extn("auth")  # SES offers no AUTH
         client.mail("a@sender.example")
         assert client.rcpt("vault@example.com") == (250, b"Ok")
         code, reply = client.data(make_message())
