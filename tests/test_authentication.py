@@ -20,6 +20,7 @@ from helpers import (
     read_calls,
     rule,
     rule_set,
+    send,
     store,
     stored_messages,
 )
@@ -163,14 +164,40 @@ def test_stored_object_carries_the_ses_header_block(write_config, serve, tmp_pat
         "permitted sender) client-ip=198.51.100.7; envelope-from=a@sender.example; "
         "helo=mx.sender.example;"
     )
-    assert block["Received-SPF"] == spf
+    assert block["Received-SPF"].replace("\r\n ", " ") == spf
     assert block["Authentication-Results"].split("\r\n ") == [
         "amazonses.com;",
-        f"spf={spf}",
+        "spf=pass (spfCheck: domain of sender.example designates 198.51.100.7 as "
+        "permitted sender)",
+        "client-ip=198.51.100.7;",
+        "envelope-from=a@sender.example;",
+        "helo=mx.sender.example;",
         "dkim=none;",
         "dmarc=pass header.from=sender.example;",
     ]
+    assert max(map(len, scanned.read_bytes().split(b"\r\n"))) <= 998
     assert block["X-SES-Spam-Verdict"] == "PASS"
     assert "d=amazonses.com;" in block["X-SES-DKIM-SIGNATURE"]
     assert b"X-SES-Spam-Verdict" not in unscanned.read_bytes()
     assert b"Received-SPF: pass" in unscanned.read_bytes()
+
+
+def test_client_text_cannot_forge_authentication_results(write_config, serve, tmp_path):
+    """A DKIM d= or From domain with spaces cannot add clauses of its own."""
+    config = write_config({"rule_set": rule_set(rule("r", store("inbound")))})
+    server = serve(config)
+    message = (
+        b"DKIM-Signature: v=1; a=rsa-sha256;"
+        b" d=x.example dkim=pass header.i=@bank.example;"
+        b" s=sel; h=from; bh=AAAA; b=AAAA\r\n"
+        + make_message(sender="<a@evil.example spf=pass smtp.mailfrom=bank.example>")
+    )
+
+    send(server.port, message)
+    [stored] = stored_messages(tmp_path / "data" / "s3" / "inbound")
+    block = email.message_from_bytes(stored.read_bytes(), policy=email.policy.compat32)
+    results = block["Authentication-Results"]
+
+    assert "bank.example" not in results
+    assert "dkim=fail header.i=@invalid;" in results
+    assert "dmarc=none header.from=invalid;" in results
