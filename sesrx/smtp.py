@@ -220,8 +220,14 @@ def _helo_name(argument: str | None) -> str:
     Received header.
     """
     words = (argument or "").split()
-    token = "".join(char for char in words[0] if "!" <= char <= "~") if words else ""
-    return token or "unknown"
+    # Parentheses would open or close the comment of the Received header;
+    # a domain is at most 255 characters (RFC 5321 4.5.3.1.2).
+    token = (
+        "".join(c for c in words[0] if "!" <= c <= "~" and c not in "()")
+        if words
+        else ""
+    )
+    return token[:255] or "unknown"
 
 
 def _peer(session: Session) -> str:

@@ -286,6 +286,8 @@ def test_refusals_are_logged_with_their_reason(write_config, serve, caplog):
         (b"evil\rX-SES-Spam-Verdict: PASS\rX-Injected: yes", "evil"),
         (b"a by b for c; d", "a"),
         (b"[127.0.0.1]", "[127.0.0.1]"),
+        (b"a(b)c", "abc"),
+        (b"h" * 500, "h" * 255),
     ],
 )
 def test_ehlo_text_cannot_reach_the_headers(write_config, serve, tmp_path, ehlo, name):
