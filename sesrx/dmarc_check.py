@@ -42,43 +42,76 @@ def organizational_domain(domain: str) -> str:
 
 
 def check_dmarc(
-    from_domain: str,
+    from_domains: list[str],
     spf_pass_domain: str | None,
     dkim_pass_domains: Iterable[str],
     txt: Mapping[str, str],
 ) -> DmarcResult:
-    """Evaluate DMARC for a message whose From address is at ``from_domain``."""
-    if not from_domain:
-        return DmarcResult("GRAY")
+    """Evaluate DMARC for every author domain; the strictest result wins."""
+    results = [
+        _check_one(_a_label(domain), spf_pass_domain, list(dkim_pass_domains), txt)
+        for domain in from_domains or [""]
+    ]
+    failed = [r for r in results if r.verdict == "FAIL"]
+    if failed:
+        return max(failed, key=lambda r: _POLICIES.index(r.policy or "none"))
+    for verdict in ("PROCESSING_FAILED", "GRAY"):
+        for result in results:
+            if result.verdict == verdict:
+                return result
+    return results[0]
+
+
+def _check_one(
+    from_domain: str,
+    spf_pass_domain: str | None,
+    dkim_pass_domains: list[str],
+    txt: Mapping[str, str],
+) -> DmarcResult:
+    if not from_domain or "." not in from_domain:
+        return DmarcResult("GRAY", from_domain=from_domain)
     organization = organizational_domain(from_domain)
-    record = txt.get(f"_dmarc.{from_domain}")
-    at_organization = record is None and organization != from_domain
+    tags = _record(txt.get(f"_dmarc.{from_domain}"))
+    at_organization = tags is None and organization != from_domain
     if at_organization:
-        record = txt.get(f"_dmarc.{organization}")
-    if record is None or not record.lstrip().startswith("v=DMARC1"):
+        tags = _record(txt.get(f"_dmarc.{organization}"))
+    if tags is None:
         return DmarcResult("GRAY", from_domain=from_domain)
 
-    tags = {name.lower(): value.strip().lower() for name, value in _TAG.findall(record)}
     policy = tags.get("sp", tags.get("p")) if at_organization else tags.get("p")
     if policy not in _POLICIES:
-        return DmarcResult(
-            "PROCESSING_FAILED", from_domain=from_domain, result="permerror"
-        )
+        # Without a valid p=, a record with a report address means p=none;
+        # otherwise there is no usable policy (RFC 7489 section 6.6.3).
+        if "rua" not in tags:
+            return DmarcResult("GRAY", from_domain=from_domain)
+        policy = "none"
 
-    aligned = any(
-        _aligned(domain, from_domain, tags.get(mode, "r"))
-        for domain, mode in [
-            *((d, "adkim") for d in dkim_pass_domains),
-            *([(spf_pass_domain, "aspf")] if spf_pass_domain else []),
-        ]
-    )
-    if aligned:
+    modes = ((d, "adkim") for d in dkim_pass_domains)
+    spf = [(spf_pass_domain, "aspf")] if spf_pass_domain else []
+    if any(_aligned(d, from_domain, tags.get(mode, "r")) for d, mode in [*modes, *spf]):
         return DmarcResult("PASS", from_domain=from_domain, result="pass")
     return DmarcResult("FAIL", policy=policy, from_domain=from_domain, result="fail")
 
 
-def _aligned(domain: str, from_domain: str, mode: str) -> bool:
+def _record(text: str | None) -> dict[str, str] | None:
+    """Return the tags of a DMARC record, or None if the text is not one."""
+    if text is None:
+        return None
+    tags = {name.lower(): value.strip().lower() for name, value in _TAG.findall(text)}
+    return tags if tags.get("v") == "dmarc1" else None
+
+
+def _a_label(domain: str) -> str:
+    """Return the ASCII form DNS uses for an internationalised domain."""
     domain = domain.lower().rstrip(".")
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
+
+
+def _aligned(domain: str, from_domain: str, mode: str) -> bool:
+    domain = _a_label(domain)
     if mode == "s":
         return domain == from_domain
     return organizational_domain(domain) == organizational_domain(from_domain)

@@ -203,11 +203,16 @@ async def _dmarc_off_loop(
 def _dmarc(
     headers: tuple[Header, ...], spf: SpfResult, dkim: DkimResult, config: Config
 ) -> DmarcResult:
-    senders = [h.value for h in headers if h.name.lower() == "from"][:1]
-    items = split_addresses(senders[0]) if senders else []
-    from_domain = bare_address(items[0]).rpartition("@")[2].lower() if items else ""
+    # Every author counts: several From fields, or several addresses in one
+    # (RFC 7489 section 6.6.1).
+    authors = [
+        bare_address(item)
+        for header in headers
+        if header.name.lower() == "from"
+        for item in split_addresses(header.value)
+    ]
     return check_dmarc(
-        from_domain,
+        [author.rpartition("@")[2] if "@" in author else "" for author in authors],
         spf.domain if spf.result == "pass" else None,
         [s.domain for s in dkim.signatures if s.result == "pass"],
         txt_records(config),

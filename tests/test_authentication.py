@@ -125,8 +125,8 @@ def test_subdomain_policy_and_relaxed_alignment():
     """A subdomain falls back to the organisation's record and its sp=."""
     txt = {"_dmarc.other.example": "v=DMARC1; p=quarantine; sp=none"}
 
-    failed = check_dmarc("mail.other.example", None, [], txt)
-    relaxed = check_dmarc("mail.other.example", "bounce.other.example", [], txt)
+    failed = check_dmarc(["mail.other.example"], None, [], txt)
+    relaxed = check_dmarc(["mail.other.example"], "bounce.other.example", [], txt)
 
     assert (failed.verdict, failed.policy) == ("FAIL", "none")
     assert relaxed.verdict == "PASS"
@@ -201,3 +201,38 @@ def test_client_text_cannot_forge_authentication_results(write_config, serve, tm
     assert "bank.example" not in results
     assert "dkim=fail header.i=@invalid;" in results
     assert "dmarc=none header.from=invalid;" in results
+
+
+@pytest.mark.parametrize(
+    ("domains", "txt", "verdict", "policy"),
+    [
+        # Every author counts, and the strictest failing policy wins.
+        (["good.example", "bank.example"],
+         {"_dmarc.good.example": "v=DMARC1; p=none",
+          "_dmarc.bank.example": "v=DMARC1; p=reject"},
+         "FAIL", "reject"),
+        # A TXT record that is not DMARC does not stop the organisational lookup.
+        (["sub.org.example"],
+         {"_dmarc.sub.org.example": "hello",
+          "_dmarc.org.example": "v=DMARC1; p=reject"},
+         "FAIL", "reject"),
+        # Tag names and the version are case-insensitive; spaces may surround "=".
+        (["org.example"], {"_dmarc.org.example": "V = DMARC1 ; P=REJECT"},
+         "FAIL", "reject"),
+        # Internationalised domains are looked up in their ASCII form.
+        (["b\u00fccher.example"],
+         {"_dmarc.xn--bcher-kva.example": "v=DMARC1; p=quarantine"},
+         "FAIL", "quarantine"),
+        # No valid p=: none when reports are asked for, else no policy at all.
+        (["org.example"], {"_dmarc.org.example": "v=DMARC1; rua=mailto:r@org.example"},
+         "FAIL", "none"),
+        (["org.example"], {"_dmarc.org.example": "v=DMARC1; p=bogus"}, "GRAY", None),
+        # An author without a domain cannot be checked.
+        ([""], {}, "GRAY", None),
+    ],
+)  # fmt: skip
+def test_dmarc_rules_of_rfc_7489(domains, txt, verdict, policy):
+    """DMARC follows RFC 7489 for authors, records, tags and policies."""
+    result = check_dmarc(domains, None, [], txt)
+
+    assert (result.verdict, result.policy) == (verdict, policy)
