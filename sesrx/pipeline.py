@@ -54,6 +54,8 @@ class Arrival:
     peer: str
     tls: bool
     content: bytes
+    # The configuration its recipients were accepted under, if not the latest.
+    config: Config | None = None
 
 
 class Pipeline:
@@ -68,7 +70,9 @@ class Pipeline:
 
     async def receive(self, arrival: Arrival) -> str:
         """Process one message and return the reply to DATA."""
-        config = self.config  # the rule set as it is now, for this message
+        # The rule set as it was when the recipients were accepted: a reload
+        # during the transaction applies from the next message.
+        config = arrival.config or self.config
         message = await self._inbound(arrival, config)
         delivery = Delivery(
             message, ses_headers(message, config.server.hostname), _trace(message)

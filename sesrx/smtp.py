@@ -108,6 +108,8 @@ class SesHandler:
 
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
+        if not hasattr(envelope, "sesrx_config"):
+            envelope.sesrx_config = config  # type: ignore[attr-defined]
         return REPLY_OK
 
     async def handle_DATA(  # noqa: N802 (aiosmtpd's hook name)
@@ -128,6 +130,7 @@ class SesHandler:
             peer=_peer(session),
             tls=_uses_tls(server, session),
             content=content,
+            config=getattr(envelope, "sesrx_config", None),
         )
         self.in_flight += 1
         self.idle.clear()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import smtplib
 import time
 
 import pytest
 import yaml
+
+from sesrx.loader import load_config
 
 from helpers import make_message, rule, rule_set, send, store, stored_messages
 
@@ -52,3 +56,31 @@ def test_edited_rule_set_applies_from_the_next_message(
     assert len(stored_messages(buckets / "first")) == 1
     assert len(stored_messages(buckets / "second")) == 2
     assert (buckets / "second" / "AMAZON_SES_SETUP_NOTIFICATION").is_file()
+
+
+def test_a_reload_mid_transaction_applies_from_the_next_message(
+    write_config, serve, tmp_path
+):
+    """Recipients accepted under one rule set are processed under that rule set."""
+    path = write_config({"rule_set": rule_set(rule("r", store("first")))})
+    server = serve(path)
+    document = yaml.safe_load(path.read_text())
+    document["rule_set"] = rule_set(
+        rule("r", store("second"), recipients=["other.example"]), name="edited"
+    )
+    path.write_text(yaml.safe_dump(document))
+    edited = dataclasses.replace(
+        load_config(path),
+        server=server.server.config.server,
+        data_dir=tmp_path / "data",
+    )
+
+    with smtplib.SMTP("127.0.0.1", server.port) as client:
+        client.ehlo("client.example")
+        client.mail("a@sender.example")
+        assert client.rcpt("bob@example.com")[0] == 250
+        server.call(server.server.apply(edited), 10)
+        code, _ = client.data(make_message())
+
+    assert code == 250
+    assert len(stored_messages(tmp_path / "data" / "s3" / "first")) == 1
