@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import dkim
 
+from sesrx.tag_list import is_base64, parse_tags
+
 __all__ = ["DkimResult", "SignatureResult", "verify_dkim"]
 
 log = logging.getLogger("sesrx.dkim")
-
-_TAG = re.compile(r"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +39,6 @@ UNSIGNED = DkimResult("GRAY")
 MAX_SIGNATURES = 10
 # Longest DKIM-Signature value checked; real ones are a few hundred bytes.
 MAX_SIGNATURE_LENGTH = 16 * 1024
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 def verify_dkim(raw: bytes, zone: Mapping[str, str], tags: list[str]) -> DkimResult:
@@ -79,7 +77,7 @@ def _zone_lookup(zone: Mapping[str, str]) -> Lookup:
 def _verify_one(
     raw: bytes, index: int, tag_list: str, lookup: Lookup
 ) -> SignatureResult:
-    tags = _tags(tag_list)
+    tags = parse_tags(tag_list)
     found = {
         "domain": tags.get("d", ""),
         "selector": tags.get("s", ""),
@@ -118,14 +116,13 @@ def _precheck(tag_list: str, tags: dict[str, str]) -> str | None:
     if len(tag_list) > MAX_SIGNATURE_LENGTH:
         return f"signature header longer than {MAX_SIGNATURE_LENGTH} characters"
     for name in ("b", "bh"):
-        compact = re.sub(r"\s+", "", tags.get(name, ""))
-        if not _BASE64.fullmatch(compact):
+        if not is_base64(tags.get(name, "")):
             return f"{name}= is not base64"
     return None
 
 
 def _unchecked(tag_list: str) -> SignatureResult:
-    tags = _tags(tag_list)
+    tags = parse_tags(tag_list)
     return SignatureResult(
         tags.get("d", ""),
         tags.get("s", ""),
@@ -133,10 +130,6 @@ def _unchecked(tag_list: str) -> SignatureResult:
         "permerror",
         f"not checked: only the first {MAX_SIGNATURES} signatures are",
     )
-
-
-def _tags(tag_list: str) -> dict[str, str]:
-    return {name.lower(): value.strip() for name, value in _TAG.findall(tag_list)}
 
 
 class _Reasons:

@@ -9,15 +9,15 @@ with the From domain, relaxed or strict as ``aspf``/``adkim`` ask.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from publicsuffixlist import PublicSuffixList
 
+from sesrx.tag_list import parse_tags
+
 __all__ = ["DmarcResult", "check_dmarc", "organizational_domain"]
 
-_TAG = re.compile(r"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
 _POLICIES = ("none", "quarantine", "reject")
 
 
@@ -97,7 +97,7 @@ def _record(text: str | None) -> dict[str, str] | None:
     """Return the tags of a DMARC record, or None if the text is not one."""
     if text is None:
         return None
-    tags = {name.lower(): value.strip().lower() for name, value in _TAG.findall(text)}
+    tags = {name: value.lower() for name, value in parse_tags(text).items()}
     return tags if tags.get("v") == "dmarc1" else None
 
 

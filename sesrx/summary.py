@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import re
-
 from sesrx.config import (
     Action,
     AddHeaderAction,
@@ -17,10 +14,9 @@ from sesrx.config import (
     WorkmailAction,
 )
 from sesrx.rules import is_verified
+from sesrx.tag_list import is_base64, parse_tags
 
 __all__ = ["describe", "warnings"]
-
-_TAG = re.compile(r"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
 
 
 def describe(config: Config) -> str:
@@ -54,25 +50,15 @@ def _dkim_record_warnings(config: Config) -> list[str]:
     """Warn about DKIM key records that no signature could be checked with."""
     found = []
     for name, record in config.dns_txt.items():
-        tags = dict(_TAG.findall(record))
+        tags = parse_tags(record)
         is_key = "._domainkey." in f".{name}"
         if not is_key and tags.get("v") == "DKIM1":
             found.append(
                 f"dns.txt.{name}: a DKIM key's name is <selector>._domainkey..."
             )
-        if is_key and not _is_base64(tags.get("p")):
+        if is_key and not is_base64(tags.get("p")):
             found.append(f"dns.txt.{name}: p= is not a base64 public key")
     return found
-
-
-def _is_base64(value: str | None) -> bool:
-    if value is None:
-        return False
-    try:
-        base64.b64decode(re.sub(r"\s+", "", value), validate=True)
-    except ValueError:
-        return False
-    return True
 
 
 def _filters(config: Config) -> str:
