@@ -61,9 +61,8 @@ class SesHandler:
         address = _peer(session)
         if not is_blocked(self.pipeline.config.ip_filters, address):
             return True
-        log.info("%s refused by an IP filter", address)
-        if isinstance(server.transport, asyncio.WriteTransport):
-            server.transport.write(f"{REPLY_BLOCKED}\r\n".encode())
+        if server.transport is not None:
+            _refuse(server.transport, address)  # aiosmtpd then closes it
         return False
 
     async def handle_MAIL(  # noqa: N802 (aiosmtpd's hook name)
@@ -166,9 +165,7 @@ class SesSMTP(SMTP):
         if is_blocked(self._filters, address):
             # Refused before the greeting, and nothing else (SES: IP filters).
             self._refused = True
-            log.info("%s refused by an IP filter", address)
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.write(f"{REPLY_BLOCKED}\r\n".encode())
+            _refuse(transport, address)
             transport.close()
             return
 
@@ -197,6 +194,13 @@ class SesSMTP(SMTP):
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(b"421 4.3.2 Service shutting down\r\n")
             transport.close()
+
+
+def _refuse(transport: asyncio.BaseTransport, address: str) -> None:
+    """Tell a client an IP filter blocks that it is refused."""
+    log.info("%s refused by an IP filter", address)
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.write(f"{REPLY_BLOCKED}\r\n".encode())
 
 
 def _uses_tls(server: SMTP, session: Session) -> bool:
