@@ -1,11 +1,11 @@
 """sesrx: a local SMTP server that runs Amazon SES receipt rule sets."""
 
-from sesrx.config import Config
-from sesrx.errors import ConfigError, SesrxError
-from sesrx.loader import load_config, load_default_config
-from sesrx.server import Server
-
 __version__ = "0.1.0"
+
+from sesrx.config import Config  # noqa: E402  (after __version__, which they read)
+from sesrx.errors import ConfigError, SesrxError  # noqa: E402
+from sesrx.loader import load_config, load_default_config  # noqa: E402
+from sesrx.server import Server  # noqa: E402
 
 __all__ = [
     "Config",

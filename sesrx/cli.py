@@ -22,10 +22,11 @@ import yaml
 
 from sesrx import __version__
 from sesrx.aws_import import ip_filters_from_aws, read_json, rule_set_from_aws
-from sesrx.config import Config
+from sesrx.config import ApiConfig, Config
 from sesrx.errors import ConfigError, SesrxError
-from sesrx.lambda_logs import InvocationTag
+from sesrx.health import probe, url_host
 from sesrx.loader import load_config, load_default_config
+from sesrx.log_setup import configure_logging
 from sesrx.server import Server
 from sesrx.summary import describe, warnings
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check_config(args)
         if args.command == "import-aws":
             return _import_aws(args)
+        if args.command == "healthcheck":
+            return _healthcheck(args)
         return _serve(args)
     except ConfigError as exc:
         print(f"sesrx: invalid configuration: {exc}", file=sys.stderr)
@@ -63,11 +66,38 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the SMTP server until stopped")
-    serve.add_argument("--config", type=Path, help="YAML configuration file")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        default=_from_environment(),
+        help="YAML configuration file (default: $SESRX_CONFIG, else the embedded one)",
+    )
     serve.add_argument("--host", help="address to listen on")
     serve.add_argument("--port", type=int, help="port to listen on")
+    serve.add_argument("--api-port", type=int, help="port of the HTTP API and page")
     serve.add_argument("--data-dir", type=Path, help="folder for objects and logs")
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text for people (default), json for one object per line",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="log debug lines")
+
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 if a running server is ready, else 1"
+    )
+    health.add_argument(
+        "--config",
+        type=Path,
+        default=_from_environment(),
+        help="the server's configuration, for its API address "
+        "(default: $SESRX_CONFIG, else 127.0.0.1:8025)",
+    )
+    health.add_argument("--api-port", type=int, help="port of the HTTP API")
+    health.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds to wait for an answer"
+    )
 
     check = commands.add_parser("check-config", help="validate a configuration")
     check.add_argument("path", type=Path, help="YAML configuration file")
@@ -106,8 +136,26 @@ def _import_aws(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _from_environment() -> Path | None:
+    value = os.environ.get("SESRX_CONFIG")
+    return Path(value) if value else None
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else load_default_config()
+    api = config.server.api
+    if api is None and args.api_port is None:
+        print("sesrx: the configuration turns the HTTP API off", file=sys.stderr)
+        return EXIT_START
+    host = api.host if api else "127.0.0.1"
+    port = args.api_port if args.api_port is not None else api.port if api else 0
+    ready, answer = probe(host, port, args.timeout)
+    print(answer, file=sys.stdout if ready else sys.stderr)
+    return EXIT_OK if ready else EXIT_START
+
+
 def _serve(args: argparse.Namespace) -> int:
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose, args.log_format)
     config = _with_overrides(
         load_config(args.config) if args.config else load_default_config(), args
     )
@@ -148,11 +196,21 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
     if args.host is not None:
         server = dataclasses.replace(server, host=args.host)
     if args.port is not None:
-        if not 0 <= args.port <= 65535:
-            raise ConfigError("--port", "", f"expected 0 to 65535, got {args.port}")
+        _check_port("--port", args.port)
         server = dataclasses.replace(server, port=args.port)
+    if args.api_port is not None:
+        _check_port("--api-port", args.api_port)
+        api = server.api or ApiConfig()
+        server = dataclasses.replace(
+            server, api=dataclasses.replace(api, port=args.api_port)
+        )
     data_dir = args.data_dir.resolve() if args.data_dir else config.data_dir
     return dataclasses.replace(config, server=server, data_dir=data_dir)
+
+
+def _check_port(flag: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ConfigError(flag, "", f"expected 0 to 65535, got {port}")
 
 
 async def _run(config: Config) -> None:
@@ -173,14 +231,19 @@ async def _run(config: Config) -> None:
 
 def _log_start(server: Server) -> None:
     config = server.config
+    api = "off"
+    if config.server.api is not None:
+        api = f"http://{url_host(config.server.api.host)}:{server.api_port}/"
     log.info(
         "sesrx %s listening on %s\n"
+        "  web page:  %s\n"
         "  config:    %s\n"
         "  rule set:  %s (%d rule%s)\n"
         "  data:      %s\n"
         "  press Ctrl+C to stop",
         __version__,
         server.address,
+        api,
         config.source_name,
         config.rule_set.name,
         len(config.rule_set.rules),
@@ -189,22 +252,3 @@ def _log_start(server: Server) -> None:
     )
     for warning in warnings(config):
         log.warning("%s", warning)
-
-
-def _configure_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(InvocationTag())
-    handler.setFormatter(
-        logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s%(invocation)s: %(message)s",
-            "%Y-%m-%d %H:%M:%S",
-        )
-    )
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.WARNING)
-    logging.getLogger("sesrx").setLevel(logging.DEBUG if verbose else logging.INFO)
-    # aiosmtpd logs each command and reply at DEBUG; -v shows the conversation.
-    logging.getLogger("mail.log").setLevel(
-        logging.DEBUG if verbose else logging.WARNING
-    )

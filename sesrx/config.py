@@ -19,6 +19,7 @@ from sesrx.imports import Handler
 __all__ = [
     "Action",
     "AddHeaderAction",
+    "ApiConfig",
     "AwsConfig",
     "BounceAction",
     "Config",
@@ -61,6 +62,15 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The HTTP API and web page: where they listen, how much they remember."""
+
+    host: str = "127.0.0.1"
+    port: int = 8025
+    max_messages: int = 10_000  # newest messages listed; older ones stay on disk
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The SMTP listener and how long things may take."""
 
@@ -73,6 +83,7 @@ class ServerConfig:
     grace_period: float = 10.0
     tls: TlsConfig | None = None
     proxy_protocol: bool = False
+    api: ApiConfig | None = field(default_factory=ApiConfig)  # None: no API
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,8 @@
 While a handler runs, a context variable names its invocation. Writes to
 ``sys.stdout``/``sys.stderr`` and records of non-sesrx loggers made in that
 context go to ``<data_dir>/logs/<function>.log``; printed lines also go to
-sesrx's own log, and every log line made in that context is tagged with the
-function name and request id by :class:`InvocationTag`.
+sesrx's own log, where :mod:`sesrx.log_setup` tags them with the function
+name and request id.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ __all__ = [
     "Capture",
     "FunctionLog",
     "InvocationLog",
-    "InvocationTag",
     "capture",
     "current",
 ]
@@ -130,19 +129,6 @@ def capture(invocation: InvocationLog) -> contextvars.Context:
     context = contextvars.copy_context()
     context.run(_current.set, invocation)
     return context
-
-
-class InvocationTag(logging.Filter):
-    """Give each record an ``invocation`` attribute: `` [function request-id]``."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        invocation = _current.get()
-        record.invocation = (
-            f" [{invocation.function_name} {invocation.request_id}]"
-            if invocation
-            else ""
-        )
-        return True
 
 
 class _Stream:

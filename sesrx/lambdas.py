@@ -96,6 +96,10 @@ class LambdaRuntime:
         self._data_dir = data_dir
         self._logs: dict[str, FunctionLog] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # Background calls still running, by message id; and who to tell
+        # when a message has none left.
+        self._pending: dict[str, int] = {}
+        self.on_settled: Callable[[str], None] | None = None
 
     async def request_response(
         self, function: Function, event: dict[str, Any], message_id: str
@@ -132,8 +136,22 @@ class LambdaRuntime:
 
         task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._pending[message_id] = self._pending.get(message_id, 0) + 1
+
+        def ended(task: asyncio.Task[None]) -> None:
+            self._background.discard(task)
+            left = self._pending.pop(message_id) - 1
+            if left:
+                self._pending[message_id] = left
+            elif self.on_settled is not None:
+                self.on_settled(message_id)
+
+        task.add_done_callback(ended)
         return invocation
+
+    def pending(self, message_id: str) -> int:
+        """Return how many background calls for ``message_id`` still run."""
+        return self._pending.get(message_id, 0)
 
     async def _attempts(
         self, function: Function, event: dict[str, Any], invocation: Invocation

@@ -31,6 +31,7 @@ from sesrx.config import (
     TLS_POLICIES,
     Action,
     AddHeaderAction,
+    ApiConfig,
     AwsConfig,
     BounceAction,
     Config,
@@ -191,6 +192,7 @@ def _server(node: Node, aws: AwsConfig, base_dir: Path) -> ServerConfig:
             "grace_period",
             "tls",
             "proxy_protocol",
+            "api",
         }
     )
     port = _port(server, "port", 2525)
@@ -218,6 +220,24 @@ def _server(node: Node, aws: AwsConfig, base_dir: Path) -> ServerConfig:
         grace_period=server.number("grace_period", 10.0, 3600),
         tls=_tls(server.get("tls"), base_dir),
         proxy_protocol=server.flag("proxy_protocol", False),
+        api=_api(server.get("api")),
+    )
+
+
+def _api(node: Node) -> ApiConfig | None:
+    """Read ``api``: absent for the defaults, ``false`` for none, or a mapping."""
+    if node.value is None or node.value is True:
+        return ApiConfig()
+    if node.value is False:
+        return None
+    api = node.mapping({"host", "port", "max_messages"})
+    host = api.text("host", "127.0.0.1")
+    if not host.strip():
+        api.get("host").fail("expected an address to listen on, such as 127.0.0.1")
+    return ApiConfig(
+        host=host,
+        port=_port(api, "port", 8025),
+        max_messages=api.integer("max_messages", 10_000, minimum=1),
     )
 
 

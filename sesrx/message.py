@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.header import decode_header, make_header
 
 __all__ = [
     "Header",
@@ -21,6 +22,7 @@ __all__ = [
     "received_header",
     "render_fields",
     "smtp_date",
+    "subject_of",
 ]
 
 # Header fields past this many bytes are not read into events: a message of
@@ -151,3 +153,14 @@ def render_fields(headers: list[Header]) -> bytes:
     """Serialise headers sesrx made itself, folded where SES folds them."""
     lines = [f"{h.name}: {h.folded or h.value}\r\n" for h in headers]
     return "".join(lines).encode("utf-8")
+
+
+def subject_of(headers: tuple[Header, ...]) -> str:
+    """Return the first Subject field, with encoded words decoded."""
+    for header in headers:
+        if header.name.lower() == "subject":
+            try:
+                return str(make_header(decode_header(header.value)))
+            except (ValueError, LookupError, UnicodeError):
+                return header.value
+    return ""

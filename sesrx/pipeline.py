@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,7 +23,8 @@ from sesrx.dmarc_check import DmarcResult, check_dmarc
 from sesrx.errors import StorageError, describe_error
 from sesrx.inbound import Delivery, InboundMessage
 from sesrx.lambdas import LambdaRuntime
-from sesrx.message import Header, new_message_id, parse_headers
+from sesrx.log_setup import current_message
+from sesrx.message import Header, new_message_id, parse_headers, subject_of
 from sesrx.rules import run_rule_set
 from sesrx.scan import ScanResult, scan
 from sesrx.ses_headers import ses_headers
@@ -67,6 +69,8 @@ class Pipeline:
         self.lambdas = lambdas
         self._dkim_slots = asyncio.Semaphore(DKIM_AT_ONCE)
         self._publisher: Publisher | None = None
+        # Told of every message once it has its reply (the HTTP API listens).
+        self.on_processed: Callable[[Delivery], None] | None = None
 
     async def receive(self, arrival: Arrival) -> str:
         """Process one message and return the reply to DATA."""
@@ -74,6 +78,14 @@ class Pipeline:
         # during the transaction applies from the next message.
         config = arrival.config or self.config
         message = await self._inbound(arrival, config)
+        # Every line logged from here on, here or in a handler, names the id.
+        tagged = current_message.set(message.message_id)
+        try:
+            return await self._receive(message, config)
+        finally:
+            current_message.reset(tagged)
+
+    async def _receive(self, message: InboundMessage, config: Config) -> str:
         delivery = Delivery(
             message, ses_headers(message, config.server.hostname), _trace(message)
         )
@@ -101,6 +113,8 @@ class Pipeline:
                 await self.save_trace(delivery)  # where the folder allows it
 
         self._summarise(delivery, summary, reply)
+        if self.on_processed is not None:
+            self.on_processed(delivery)
         return reply
 
     def _sns(self, config: Config) -> Publisher:
@@ -242,6 +256,7 @@ def _trace(message: InboundMessage) -> MessageTrace:
             "peer": message.peer,
             "tls": message.tls,
             "size": len(message.raw),
+            "subject": subject_of(message.headers),
         },
         verdicts={
             "spf": message.spf.verdict,

@@ -7,10 +7,13 @@ import logging
 import ssl
 from types import TracebackType
 
+from sesrx.api import Api
 from sesrx.config import Config
 from sesrx.errors import StartError
+from sesrx.inbound import Delivery
 from sesrx.lambda_logs import Capture
 from sesrx.lambdas import LambdaRuntime
+from sesrx.mailbox import Entry, Mailbox, read_traces
 from sesrx.pipeline import Pipeline
 from sesrx.reload import watch
 from sesrx.setup_notice import write_setup_notifications
@@ -23,6 +26,8 @@ __all__ = ["Server"]
 log = logging.getLogger("sesrx.server")
 
 PROXY_TIMEOUT = 5.0
+# Messages remembered when the API is off (for wait_for in-process).
+MAX_MESSAGES = 10_000
 
 
 class Server:
@@ -34,6 +39,11 @@ class Server:
         self.lambdas = LambdaRuntime(self.data_dir, config.server.lambda_timeout)
         self.pipeline = Pipeline(config, self.data_dir, self.lambdas)
         self.handler = SesHandler(self.pipeline)
+        api = config.server.api
+        self.mailbox = Mailbox(api.max_messages if api else MAX_MESSAGES)
+        self.pipeline.on_processed = self._processed
+        self.lambdas.on_settled = self.mailbox.settle
+        self.api = Api(self) if api else None
         self.port: int | None = None
         self.tls_port: int | None = None
         self._listener: asyncio.Server | None = None
@@ -57,7 +67,46 @@ class Server:
         if self.config.source is not None:
             watcher = watch(self.config.source, lambda: self.config, self.apply)
             self._watcher = asyncio.get_running_loop().create_task(watcher)
+        if self.api is not None and server.api is not None:
+            try:
+                await self.api.start(server.api.host, server.api.port)
+            except StartError:
+                await self._close_listeners()
+                raise
         Capture.install()
+        earlier = await asyncio.to_thread(
+            read_traces, self.data_dir.root / "traces", self.mailbox.limit
+        )
+        self.mailbox.restore(earlier)
+
+    @property
+    def listening(self) -> bool:
+        """Say whether the SMTP port accepts connections."""
+        return self._listener is not None
+
+    @property
+    def api_port(self) -> int | None:
+        """Return the port of the HTTP API, if it runs."""
+        return self.api.port if self.api is not None else None
+
+    def _processed(self, delivery: Delivery) -> None:
+        message_id = delivery.message.message_id
+        entry = Entry.from_message_trace(
+            delivery.trace, self.lambdas.pending(message_id)
+        )
+        self.mailbox.add(entry, delivery.message.raw)
+
+    async def clear(self) -> int:
+        """Forget every message and empty the data folder; return files removed.
+
+        The setup notifications are written again, as they would stand in
+        a bucket whose rules have just been saved.
+        """
+        self.mailbox.clear()
+        self.lambdas.invocations.clear()
+        removed = await asyncio.to_thread(self.data_dir.empty)
+        await write_setup_notifications(self.config, self.data_dir)
+        return removed
 
     async def apply(self, config: Config) -> None:
         """Use ``config`` from the next message and the next connection on."""
@@ -96,6 +145,12 @@ class Server:
                 f"cannot listen on {where}: {exc.strerror or exc}"
             ) from exc
 
+    async def _close_listeners(self) -> None:
+        for listener in (self._listener, self._tls_listener):
+            if listener is not None:
+                listener.close()
+        self._listener = self._tls_listener = None
+
     async def stop(self) -> None:
         """Stop listening, finish the messages in flight, wait for handlers."""
         if self._listener is None:
@@ -103,11 +158,7 @@ class Server:
         grace = self.config.server.grace_period
         if self._watcher is not None:
             self._watcher.cancel()
-        self._listener.close()
-        self._listener = None
-        if self._tls_listener is not None:
-            self._tls_listener.close()
-            self._tls_listener = None
+        await self._close_listeners()
 
         try:
             await asyncio.wait_for(self.handler.idle.wait(), grace)
@@ -124,6 +175,8 @@ class Server:
             )
             await self.lambdas.abandon()
         self.lambdas.close()
+        if self.api is not None:
+            await self.api.stop()
         Capture.uninstall()
 
     @property

@@ -63,6 +63,24 @@ class DataDir:
         except OSError as exc:
             raise StorageError(f"cannot create {self.root}: {exc}") from exc
 
+    def empty(self) -> int:
+        """Remove every object, trace, bounce, SNS record and log; return how many.
+
+        The folders themselves stay, so that open log files and writes in
+        progress carry on.
+        """
+        removed = 0
+        for name in ("s3", "sns", "traces", "outbox", "logs"):
+            for folder, _, files in os.walk(self.root / name, topdown=False):
+                for file in files:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(folder, file))
+                        removed += 1
+                if folder != str(self.root / name):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(folder)
+        return removed
+
     def object_path(self, bucket: str, key: str) -> Path:
         """Return where the object ``key`` of ``bucket`` is stored."""
         # key_to_relative_path leaves no "", "." or ".." part, so the path

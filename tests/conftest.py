@@ -34,7 +34,9 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
 
     def write(document: dict[str, Any], handlers: bool = True) -> Path:
         document = {"data_dir": "./data", **document}
-        document.setdefault("server", {}).setdefault("port", 0)
+        settings = document.setdefault("server", {})
+        settings.setdefault("port", 0)
+        settings.setdefault("api", {"port": 0})
         if handlers:
             (tmp_path / "handlers.py").write_text(RECORDING_HANDLERS)
         path = tmp_path / "sesrx.yaml"
@@ -52,7 +54,9 @@ def serve() -> Iterator[Callable[..., ServerThread]]:
     def start(config: Config | Path, **server: Any) -> ServerThread:
         if isinstance(config, Path):
             config = load_config(config)
-        settings = dataclasses.replace(config.server, port=0, **server)
+        api = config.server.api and dataclasses.replace(config.server.api, port=0)
+        server = {"port": 0, "api": api, **server}
+        settings = dataclasses.replace(config.server, **server)
         thread = ServerThread(dataclasses.replace(config, server=settings))
         thread.start()
         running.append(thread)

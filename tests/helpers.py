@@ -253,6 +253,17 @@ async def async_stop(event, context):
 """
 
 
+# Bounce with a permanent "no such mailbox".
+BOUNCE = {
+    "bounce": {
+        "smtp_reply_code": "550",
+        "status_code": "5.1.1",
+        "message": "Mailbox does not exist",
+        "sender": "mailer-daemon@example.com",
+    }
+}
+
+
 def rule_set(*rules: dict[str, Any], name: str = "test-rules") -> dict[str, Any]:
     """Return a ``rule_set`` mapping holding ``rules``."""
     return {"name": name, "rules": list(rules)}

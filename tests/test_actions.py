@@ -8,6 +8,7 @@ import email.policy
 import pytest
 
 from helpers import (
+    BOUNCE,
     call,
     make_message,
     read_calls,
@@ -20,15 +21,6 @@ from helpers import (
 )
 
 pytestmark = pytest.mark.e2e
-
-BOUNCE = {
-    "bounce": {
-        "smtp_reply_code": "550",
-        "status_code": "5.1.1",
-        "message": "Mailbox does not exist",
-        "sender": "mailer-daemon@example.com",
-    }
-}
 
 
 def test_bounce_of_every_recipient_replaces_the_reply(write_config, serve, tmp_path):

@@ -65,7 +65,7 @@ def aws_config(tmp_path):
     (tmp_path / "handlers.py").write_text(RECORDING_HANDLERS)
     document = {
         "data_dir": "./data",
-        "server": {"port": 0},
+        "server": {"port": 0, "api": {"port": 0}},
         "functions": {"f": "handlers:stop_rule_set"},
         "rule_set_file": "rules.json",
         "ip_filters_file": "filters.json",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 import socket
@@ -26,7 +28,7 @@ class Serving:
 
     def __init__(self, *args: str, cwd: Path) -> None:
         self.process = subprocess.Popen(
-            [*SESRX, "serve", "--port", "0", *args],
+            [*SESRX, "serve", "--port", "0", "--api-port", "0", *args],
             cwd=cwd,
             stderr=subprocess.PIPE,
             text=True,
@@ -163,7 +165,7 @@ def test_busy_port_exits_1(tmp_path):
         port = taken.getsockname()[1]
 
         result = subprocess.run(
-            [*SESRX, "serve", "--port", str(port)],
+            [*SESRX, "serve", "--port", str(port), "--api-port", "0"],
             capture_output=True,
             text=True,
             cwd=tmp_path,
@@ -176,7 +178,7 @@ def test_busy_port_exits_1(tmp_path):
 
 
 def test_handler_output_is_tagged_in_the_log(write_config, tmp_path):
-    """What a handler prints is tagged in sesrx's log with function and request id."""
+    """What a handler prints is tagged with message id, function and request id."""
     path = write_config(
         {
             "functions": {"chatty": "handlers:chatty"},
@@ -185,13 +187,14 @@ def test_handler_output_is_tagged_in_the_log(write_config, tmp_path):
     )
     server = Serving("--config", str(path), cwd=tmp_path)
 
-    send(server.port, make_message())
+    message_id = send(server.port, make_message()).message_id
     _, log = server.terminate()
     request_id = read_calls(tmp_path)[0]["context"]["aws_request_id"]
 
-    assert f"sesrx.lambda [chatty {request_id}]: printed line one" in log
-    assert f"my.handler [chatty {request_id}]: logged warning 42" in log
-    assert f"[chatty {request_id}]: \n" not in log
+    tag = f"[{message_id} chatty {request_id}]"
+    assert f"sesrx.lambda {tag}: printed line one" in log
+    assert f"my.handler {tag}: logged warning 42" in log
+    assert f"{tag}: \n" not in log
 
 
 def test_idle_sessions_are_told_of_the_shutdown(tmp_path):
@@ -270,3 +273,73 @@ def test_check_config_warns_about_unusable_dkim_records(write_config):
         "warning: dns.txt.sel1.sender.example: "
         "a DKIM key's name is <selector>._domainkey...",
     ]
+
+
+def test_healthcheck_answers_for_a_running_server(tmp_path):
+    """healthcheck exits 0 against a ready server and 1 once it has stopped."""
+    server = Serving(cwd=tmp_path)
+    found = re.search(r"web page:  http://127\.0\.0\.1:(\d+)/", "".join(server.banner))
+    assert found, server.banner
+    api_port = found.group(1)
+
+    ready = run("healthcheck", "--api-port", api_port)
+    assert ready.returncode == 0, ready.stderr
+    assert f"ready (127.0.0.1:{server.port})" in ready.stdout
+
+    assert server.terminate()[0] == 0
+    gone = run("healthcheck", "--api-port", api_port, "--timeout", "2")
+    assert gone.returncode == 1
+    assert f"127.0.0.1:{api_port}/readyz" in gone.stderr
+
+
+def test_healthcheck_reads_the_api_address_from_the_config(tmp_path):
+    """With --config (or $SESRX_CONFIG) the API port comes from server.api."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        api_port = probe.getsockname()[1]
+    path = tmp_path / "sesrx.yaml"
+    path.write_text(
+        f"server: {{port: 0, api: {{port: {api_port}}}}}\n"
+        "rule_set: {name: r, rules: [{name: all, actions: [{stop: {}}]}]}\n"
+    )
+    # The last --api-port wins over the 0 that Serving passes.
+    server = Serving("--config", str(path), "--api-port", str(api_port), cwd=tmp_path)
+    try:
+        checked = subprocess.run(
+            [*SESRX, "healthcheck"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "SESRX_CONFIG": str(path)},
+        )
+    finally:
+        server.terminate()
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_json_logs_carry_the_message_id(write_config, tmp_path):
+    """--log-format json: one object per line; lines about a message name it."""
+    path = write_config(
+        {
+            "functions": {"chatty": "handlers:chatty"},
+            "rule_set": rule_set(rule("r", call("chatty", "RequestResponse"))),
+        }
+    )
+    server = Serving("--config", str(path), "--log-format", "json", cwd=tmp_path)
+    message_id = send(server.port, make_message()).message_id
+    code, log = server.terminate()
+
+    assert code == 0
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    about = [r for r in records if r.get("message_id") == message_id]
+    assert {r["logger"] for r in about} >= {
+        "sesrx.lambda",
+        "my.handler",
+        "sesrx.message",
+    }
+    printed = next(r for r in about if r["message"] == "printed line one")
+    assert printed["function"] == "chatty"
+    assert printed["level"] == "INFO"
+    assert "time" in printed
+    summary = next(r for r in about if r["logger"] == "sesrx.message")
+    assert summary["message"].startswith(message_id)

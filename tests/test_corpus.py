@@ -65,7 +65,13 @@ def start_server(folder: Path, document: dict[str, Any]) -> ServerThread:
     (folder / "handlers.py").write_text(RECORDING_HANDLERS)
     path = folder / "sesrx.yaml"
     path.write_text(
-        yaml.safe_dump({"data_dir": "./data", "server": {"port": 0}, **document})
+        yaml.safe_dump(
+            {
+                "data_dir": "./data",
+                "server": {"port": 0, "api": {"port": 0}},
+                **document,
+            }
+        )
     )
     server = ServerThread(load_config(path))
     server.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 from sesrx.actions.base import ActionContext, ActionResult
@@ -33,11 +34,13 @@ async def run_lambda(action: LambdaAction, context: ActionContext) -> ActionResu
     lambdas = context.services.lambdas
     message_id = delivery.message.message_id
 
+    # What the handler was given, before it can change it.
+    given = {"event": json.loads(json.dumps(event)), **published}
     if action.invocation_type == "RequestResponse":
         disposition, invocation = await lambdas.request_response(
             function, event, message_id
         )
-        detail = {**_detail(invocation), **published}
+        detail = {**_detail(invocation), **given}
         return ActionResult(disposition, invocation.status, invocation.error, detail)
 
     async def finished(invocation: Invocation) -> None:
@@ -50,7 +53,7 @@ async def run_lambda(action: LambdaAction, context: ActionContext) -> ActionResu
             await context.services.save_trace(delivery)
 
     invocation = lambdas.event(function, event, message_id, finished)
-    return ActionResult(outcome="started", detail={**_detail(invocation), **published})
+    return ActionResult(outcome="started", detail={**_detail(invocation), **given})
 
 
 def _detail(invocation: Invocation) -> dict[str, Any]:

@@ -1,0 +1,403 @@
+"""The HTTP API and the web page, served with aiohttp beside the SMTP port.
+
+    GET    /                           the web page
+    GET    /healthz                    alive
+    GET    /readyz                     SMTP listening and a rule set loaded
+    GET    /api/messages               newest first; recipient, sender, rule,
+                                       since, limit, offset
+    DELETE /api/messages               forget every message, empty the data folder
+    GET    /api/messages/{id}          summary and trace
+    GET    /api/messages/{id}/raw      the stored object (or the bytes received)
+    GET    /api/messages/{id}/event    the event a Lambda handler was given
+    GET    /api/wait                   until count messages are done, or 408
+    GET    /api/invocations            Lambda calls, newest first
+    GET    /api/outbox                 bounce messages (RFC 3464), newest first
+    GET    /api/outbox/{name}          one bounce message
+    GET    /api/stream                 server-sent events as messages arrive
+
+Lists are bounded by ``limit`` (at most 1000) and read no message bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from sesrx import __version__
+from sesrx.errors import StartError
+from sesrx.mailbox import MESSAGE_ID, Entry, Query
+
+if TYPE_CHECKING:
+    from sesrx.server import Server
+
+__all__ = ["Api"]
+
+log = logging.getLogger("sesrx.api")
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50
+MAX_WAIT = 600.0
+DEFAULT_WAIT = 30.0
+# Seconds between keep-alive comments on the event stream.
+STREAM_PING = 15.0
+_OUTBOX_NAME = re.compile(r"[0-9a-v]{40}-[0-9]+\.eml")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadQueryError(Exception):
+    """A query parameter that cannot be used; the message names it."""
+
+
+class Api:
+    """The HTTP side of one :class:`Server`."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._streams: set[web.StreamResponse] = set()
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port`` (0 for a free port)."""
+        app = web.Application(middlewares=[_errors_as_json])
+        app.add_routes(
+            [
+                web.get("/", self.page),
+                web.get("/healthz", self.healthz),
+                web.get("/readyz", self.readyz),
+                web.get("/api/messages", self.list_messages),
+                web.delete("/api/messages", self.clear),
+                web.get("/api/messages/{id}", self.message),
+                web.get("/api/messages/{id}/raw", self.raw),
+                web.get("/api/messages/{id}/event", self.event),
+                web.get("/api/wait", self.wait),
+                web.get("/api/invocations", self.invocations),
+                web.get("/api/outbox", self.outbox),
+                web.get("/api/outbox/{name}", self.outbox_message),
+                web.get("/api/stream", self.stream),
+            ]
+        )
+        # No access log: one line per request would drown the message lines.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartError(
+                f"cannot listen on {host}:{port} for the HTTP API: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Close open event streams and stop listening."""
+        if self._runner is None:
+            return
+        for response in list(self._streams):
+            task = response.task
+            if task is not None:
+                task.cancel()
+        await self._runner.cleanup()
+        self._runner = None
+
+    # -- health ---------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": __version__})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        server = self.server
+        config = server.config
+        body = {
+            "status": "ready" if server.listening else "not ready",
+            "smtp": server.address if server.listening else None,
+            "rule_set": config.rule_set.name,
+            "rules": len(config.rule_set.rules),
+        }
+        return web.json_response(body, status=200 if server.listening else 503)
+
+    # -- messages -------------------------------------------------------
+
+    async def list_messages(self, request: web.Request) -> web.Response:
+        query = _query(request)
+        limit = _integer(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        offset = _integer(request, "offset", 0, 0, 10**9)
+        total, page = self.server.mailbox.select(query, limit, offset)
+        return web.json_response(
+            {
+                "total": total,
+                "offset": offset,
+                "limit": limit,
+                "messages": [entry.summary() for entry in page],
+            }
+        )
+
+    async def clear(self, request: web.Request) -> web.Response:
+        removed = await self.server.clear()
+        return web.json_response({"deleted": removed})
+
+    async def message(self, request: web.Request) -> web.Response:
+        entry = self._entry(request)
+        trace = await self._trace(entry.message_id)
+        return web.json_response({**entry.summary(), "trace": trace})
+
+    async def raw(self, request: web.Request) -> web.StreamResponse:
+        entry = self._entry(request)
+        trace = await self._trace(entry.message_id)
+        headers = {"Content-Type": "message/rfc822"}
+        for bucket, key in _stored_objects(trace):
+            path = self.server.data_dir.object_path(bucket, key)
+            if path.is_file():
+                headers["X-Sesrx-Object"] = f"s3://{bucket}/{key}"
+                return web.FileResponse(path, headers=headers)
+        received = self.server.mailbox.raw(entry.message_id)
+        if received is None:
+            raise web.HTTPNotFound(
+                text=_error(
+                    "no S3 action stored this message and its bytes are no "
+                    "longer in memory"
+                ),
+                content_type="application/json",
+            )
+        headers["X-Sesrx-Object"] = "received"
+        return web.Response(body=received, headers=headers)
+
+    async def event(self, request: web.Request) -> web.Response:
+        entry = self._entry(request)
+        trace = await self._trace(entry.message_id)
+        function = request.query.get("function")
+        for action in _lambda_actions(trace):
+            detail = action["detail"]
+            if function is None or detail.get("function_name") == function:
+                return web.json_response(detail["event"])
+        which = f"of function {function!r} " if function else ""
+        raise web.HTTPNotFound(
+            text=_error(f"no Lambda action {which}ran for this message"),
+            content_type="application/json",
+        )
+
+    async def wait(self, request: web.Request) -> web.Response:
+        query = _query(request)
+        count = _integer(request, "count", 1, 1, MAX_LIMIT)
+        timeout = _number(request, "timeout", DEFAULT_WAIT, MAX_WAIT)
+        enough, done = await self.server.mailbox.wait(query, count, timeout)
+        body = {
+            "count": len(done),
+            "wanted": count,
+            "messages": [entry.summary() for entry in done[-MAX_LIMIT:]],
+        }
+        return web.json_response(body, status=200 if enough else 408)
+
+    # -- Lambda calls and bounces ----------------------------------------
+
+    async def invocations(self, request: web.Request) -> web.Response:
+        limit = _integer(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        function = request.query.get("function")
+        message_id = request.query.get("message_id")
+        found = [
+            invocation.as_dict()
+            for invocation in reversed(self.server.lambdas.invocations)
+            if (function is None or invocation.function_name == function)
+            and (message_id is None or invocation.message_id == message_id)
+        ]
+        return web.json_response({"total": len(found), "invocations": found[:limit]})
+
+    async def outbox(self, request: web.Request) -> web.Response:
+        limit = _integer(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        folder = self.server.data_dir.root / "outbox"
+        found = await asyncio.to_thread(_list_outbox, folder)
+        return web.json_response({"total": len(found), "messages": found[:limit]})
+
+    async def outbox_message(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        path = self.server.data_dir.root / "outbox" / name
+        if not _OUTBOX_NAME.fullmatch(name) or not path.is_file():
+            raise web.HTTPNotFound(
+                text=_error(f"no bounce message {name!r}"),
+                content_type="application/json",
+            )
+        return web.FileResponse(path, headers={"Content-Type": "message/rfc822"})
+
+    # -- live updates and the page ----------------------------------------
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        queue = self.server.mailbox.listen()
+        self._streams.add(response)
+        try:
+            await response.write(b": connected\n\n")
+            while True:
+                try:
+                    change = await asyncio.wait_for(queue.get(), STREAM_PING)
+                except TimeoutError:
+                    await response.write(b": ping\n\n")
+                    continue
+                data = json.dumps(change["data"], ensure_ascii=False)
+                await response.write(
+                    f"event: {change['event']}\ndata: {data}\n\n".encode()
+                )
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.server.mailbox.unlisten(queue)
+            self._streams.discard(response)
+        return response
+
+    async def page(self, request: web.Request) -> web.Response:
+        html = resources.files("sesrx").joinpath("web/index.html").read_bytes()
+        return web.Response(body=html, content_type="text/html", charset="utf-8")
+
+    # -- helpers ----------------------------------------------------------
+
+    def _entry(self, request: web.Request) -> Entry:
+        message_id = request.match_info["id"]
+        entry = (
+            self.server.mailbox.get(message_id)
+            if MESSAGE_ID.fullmatch(message_id)
+            else None
+        )
+        if entry is None:
+            raise web.HTTPNotFound(
+                text=_error(f"no message {message_id!r}"),
+                content_type="application/json",
+            )
+        return entry
+
+    async def _trace(self, message_id: str) -> dict[str, Any] | None:
+        path = self.server.data_dir.trace_path(message_id)
+        try:
+            text = await asyncio.to_thread(path.read_bytes)
+            trace: dict[str, Any] = json.loads(text)
+        except (OSError, ValueError):
+            return None  # not written: the data folder failed
+        return trace
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadQueryError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+
+
+def _error(text: str) -> str:
+    return json.dumps({"error": text})
+
+
+def _query(request: web.Request) -> Query:
+    params = request.query
+    since = params.get("since")
+    return Query(
+        recipient=params.get("recipient") or None,
+        sender=params.get("sender") or None,
+        rule=params.get("rule") or None,
+        since=_since(since) if since else None,
+    )
+
+
+def _since(text: str) -> float:
+    """Read ``since``: seconds since the epoch, or an ISO 8601 time."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadQueryError(
+            f"since: expected seconds since the epoch or an ISO 8601 time, got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        raise BadQueryError(f"since: give a time zone (such as Z), got {text!r}")
+    return moment.timestamp()
+
+
+def _integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadQueryError(f"{name}: expected a whole number, got {text!r}") from None
+    if not low <= value <= high:
+        raise BadQueryError(f"{name}: expected {low} to {high}, got {value}")
+    return value
+
+
+def _number(request: web.Request, name: str, default: float, high: float) -> float:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadQueryError(
+            f"{name}: expected a number of seconds, got {text!r}"
+        ) from None
+    if not 0 <= value <= high:  # also refuses nan
+        raise BadQueryError(f"{name}: expected 0 to {high:g} seconds, got {text}")
+    return value
+
+
+def _actions(trace: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if trace is None:
+        return []
+    return [action for rule in trace["rules"] for action in rule["actions"]]
+
+
+def _stored_objects(trace: dict[str, Any] | None) -> list[tuple[str, str]]:
+    return [
+        (action["detail"]["bucket_name"], action["detail"]["object_key"])
+        for action in _actions(trace)
+        if action["type"] == "S3" and "object_key" in action["detail"]
+    ]
+
+
+def _lambda_actions(trace: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return [
+        action
+        for action in _actions(trace)
+        if action["type"] == "Lambda" and "event" in action["detail"]
+    ]
+
+
+def _list_outbox(folder: Path) -> list[dict[str, Any]]:
+    """Return the bounce messages in ``folder``, newest first, without bodies."""
+    try:
+        with os.scandir(folder) as scan:
+            found: list[dict[str, Any]] = []
+            for item in scan:
+                if not _OUTBOX_NAME.fullmatch(item.name):
+                    continue
+                stat = item.stat()
+                found.append(
+                    {
+                        "name": item.name,
+                        "message_id": item.name.partition("-")[0],
+                        "size": stat.st_size,
+                        "modified": stat.st_mtime,
+                    }
+                )
+    except OSError:
+        return []
+    found.sort(key=lambda item: item["modified"], reverse=True)
+    return found

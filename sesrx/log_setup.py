@@ -1,0 +1,74 @@
+"""sesrx's own log: text for people or JSON for machines, ids on every line.
+
+Lines written while a message is processed (by sesrx, or by a Lambda
+handler it calls) carry the message id; lines a handler writes also carry
+its function name and request id.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
+
+from sesrx.lambda_logs import current
+
+__all__ = ["MessageTag", "configure_logging", "current_message"]
+
+current_message: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "sesrx_message", default=None
+)
+
+_TEXT = "%(asctime)s %(levelname)-7s %(name)s%(tag)s: %(message)s"
+_JSON = "%(levelname)s %(name)s %(message)s"
+
+
+class MessageTag(logging.Filter):
+    """Give each record ``message_id``, ``function``, ``request_id`` and ``tag``.
+
+    ``tag`` is what the text format shows: `` [<message id> <function>
+    <request id>]`` for a handler's lines; sesrx's own lines about a message
+    start with its id already.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        invocation = current()
+        message_id = current_message.get()
+        record.message_id = message_id
+        record.function = invocation.function_name if invocation else None
+        record.request_id = invocation.request_id if invocation else None
+        if invocation is None:
+            record.tag = ""
+        else:
+            ids = [message_id, invocation.function_name, invocation.request_id]
+            record.tag = " [" + " ".join(part for part in ids if part) + "]"
+        return True
+
+
+def configure_logging(verbose: bool, form: str = "text") -> None:
+    """Send log records to stderr in ``form`` (``text`` or ``json``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(MessageTag())
+    if form == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                _JSON,
+                rename_fields={"levelname": "level", "name": "logger"},
+                reserved_attrs=[*RESERVED_ATTRS, "tag"],
+                timestamp="time",
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter(_TEXT, "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("sesrx").setLevel(logging.DEBUG if verbose else logging.INFO)
+    # aiosmtpd logs each command and reply at DEBUG; -v shows the conversation.
+    logging.getLogger("mail.log").setLevel(
+        logging.DEBUG if verbose else logging.WARNING
+    )
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)

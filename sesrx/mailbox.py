@@ -1,0 +1,289 @@
+"""The messages this server has processed, as the HTTP API lists them.
+
+Each entry is a summary: envelope, subject, reply, the rules that matched,
+and how many background Lambda calls are still running. Bodies stay on
+disk; the received bytes of recent messages are also kept in memory, up to
+a fixed budget, for messages no S3 action stored. Entries past the limit
+are forgotten, oldest first; their files stay in the data folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sesrx.trace import MessageTrace
+
+__all__ = ["MESSAGE_ID", "Entry", "Mailbox", "Query", "read_traces"]
+
+log = logging.getLogger("sesrx.api")
+
+# Inbound message ids: 40 characters of lower-case base32hex.
+MESSAGE_ID = re.compile(r"[0-9a-v]{40}")
+# Received bytes kept in memory, all messages together.
+RAW_BUDGET = 64 * 1024 * 1024
+# Events queued for one live listener (the web page) before it is dropped.
+STREAM_QUEUE = 1000
+
+
+@dataclass(slots=True)
+class Entry:
+    """One processed message, without its body."""
+
+    message_id: str
+    received_at: str
+    timestamp: float
+    mail_from: str
+    recipients: tuple[str, ...]
+    subject: str
+    size: int
+    reply: str
+    rules: tuple[str, ...]  # names of the rules that matched
+    pending: int = 0  # background Lambda calls still running
+
+    @property
+    def done(self) -> bool:
+        """Say whether every action, background ones included, has ended."""
+        return self.pending == 0
+
+    def summary(self) -> dict[str, Any]:
+        """Return the entry as JSON-ready data."""
+        return {
+            "id": self.message_id,
+            "received_at": self.received_at,
+            "mail_from": self.mail_from,
+            "recipients": list(self.recipients),
+            "subject": self.subject,
+            "size": self.size,
+            "reply": self.reply,
+            "rules": list(self.rules),
+            "done": self.done,
+        }
+
+    @classmethod
+    def from_message_trace(cls, trace: MessageTrace, pending: int) -> Entry:
+        """Build the entry of a message just answered."""
+        envelope = trace.envelope
+        return cls(
+            message_id=trace.message_id,
+            received_at=trace.received_at,
+            timestamp=datetime.fromisoformat(trace.received_at).timestamp(),
+            mail_from=envelope["mail_from"],
+            recipients=tuple(envelope["rcpt_tos"]),
+            subject=envelope["subject"],
+            size=envelope["size"],
+            reply=trace.reply,
+            rules=tuple(rule.name for rule in trace.rules if rule.status == "matched"),
+            pending=pending,
+        )
+
+    @classmethod
+    def from_trace(cls, trace: dict[str, Any], pending: int = 0) -> Entry:
+        """Build an entry from a trace as :meth:`MessageTrace.as_dict` gives it."""
+        envelope = trace["envelope"]
+        received_at = trace["received_at"]
+        return cls(
+            message_id=trace["message_id"],
+            received_at=received_at,
+            timestamp=datetime.fromisoformat(received_at).timestamp(),
+            mail_from=envelope["mail_from"],
+            recipients=tuple(envelope["rcpt_tos"]),
+            subject=envelope.get("subject", ""),
+            size=envelope.get("size", 0),
+            reply=trace.get("reply", ""),
+            rules=tuple(
+                rule["name"] for rule in trace["rules"] if rule["status"] == "matched"
+            ),
+            pending=pending,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Which messages a list or a wait is about; empty fields match all."""
+
+    recipient: str | None = None  # an address, or a domain without "@"
+    sender: str | None = None
+    rule: str | None = None
+    since: float | None = None  # seconds since the epoch
+
+    def matches(self, entry: Entry) -> bool:
+        """Say whether ``entry`` is one of the messages asked for."""
+        if self.since is not None and entry.timestamp < self.since:
+            return False
+        if self.rule is not None and self.rule not in entry.rules:
+            return False
+        if self.sender is not None and not _address_matches(
+            self.sender, entry.mail_from
+        ):
+            return False
+        return self.recipient is None or any(
+            _address_matches(self.recipient, rcpt) for rcpt in entry.recipients
+        )
+
+
+def _address_matches(wanted: str, address: str) -> bool:
+    wanted, address = wanted.lower(), address.lower()
+    if "@" in wanted:
+        return wanted == address
+    return address.rpartition("@")[2] == wanted
+
+
+class Mailbox:
+    """Processed messages, newest last, bounded; waiters and live listeners."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._raw: OrderedDict[str, bytes] = OrderedDict()
+        self._raw_bytes = 0
+        self._changed = asyncio.Event()
+        self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, entry: Entry, raw: bytes) -> None:
+        """Record a message whose reply has been given."""
+        self._entries[entry.message_id] = entry
+        while len(self._entries) > self.limit:
+            oldest, _ = self._entries.popitem(last=False)
+            self._drop_raw(oldest)
+        self._keep_raw(entry.message_id, raw)
+        self._announce("message", entry.summary())
+
+    def settle(self, message_id: str) -> None:
+        """Note that a message's background Lambda calls have all ended."""
+        entry = self._entries.get(message_id)
+        if entry is not None and entry.pending:
+            entry.pending = 0
+            self._announce("message", entry.summary())
+
+    def get(self, message_id: str) -> Entry | None:
+        """Return the entry of ``message_id``, if it is remembered."""
+        return self._entries.get(message_id)
+
+    def raw(self, message_id: str) -> bytes | None:
+        """Return the bytes received for ``message_id``, if still in memory."""
+        return self._raw.get(message_id)
+
+    def newest(self, query: Query) -> Iterator[Entry]:
+        """Yield the entries ``query`` matches, newest first."""
+        for entry in reversed(self._entries.values()):
+            if query.matches(entry):
+                yield entry
+
+    def select(
+        self, query: Query, limit: int, offset: int = 0
+    ) -> tuple[int, list[Entry]]:
+        """Return how many entries match and one page of them, newest first."""
+        matched = list(self.newest(query))
+        return len(matched), matched[offset : offset + limit]
+
+    async def wait(
+        self, query: Query, count: int, timeout: float
+    ) -> tuple[bool, list[Entry]]:
+        """Wait until ``count`` matching messages are done, or time runs out.
+
+        Returns whether enough arrived, and the done messages that match,
+        oldest first.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            done = [entry for entry in self.newest(query) if entry.done]
+            done.reverse()
+            left = deadline - time.monotonic()
+            if len(done) >= count or left <= 0:
+                return len(done) >= count, done
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), left)
+
+    def clear(self) -> None:
+        """Forget every message."""
+        self._entries.clear()
+        self._raw.clear()
+        self._raw_bytes = 0
+        self._announce("clear", {})
+
+    def listen(self) -> asyncio.Queue[dict[str, Any]]:
+        """Return a queue that receives every change from now on."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(STREAM_QUEUE)
+        self._listeners.add(queue)
+        return queue
+
+    def unlisten(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        """Stop sending changes to ``queue``."""
+        self._listeners.discard(queue)
+
+    def restore(self, entries: list[Entry]) -> list[Entry]:
+        """Put entries from an earlier run before the ones of this run."""
+        current = list(self._entries.values())
+        known = {entry.message_id for entry in current}
+        older = [entry for entry in entries if entry.message_id not in known]
+        self._entries = OrderedDict(
+            (entry.message_id, entry) for entry in [*older, *current][-self.limit :]
+        )
+        self._announce("reload", {})
+        return older
+
+    def _announce(self, kind: str, data: dict[str, Any]) -> None:
+        # Wake every waiter; each checks again whether it has enough.
+        self._changed.set()
+        self._changed = asyncio.Event()
+        event = {"event": kind, "data": data}
+        for queue in list(self._listeners):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                # A listener that stopped reading; it reconnects and reloads.
+                self._listeners.discard(queue)
+
+    def _keep_raw(self, message_id: str, raw: bytes) -> None:
+        if len(raw) > RAW_BUDGET // 4:
+            return
+        self._raw[message_id] = raw
+        self._raw_bytes += len(raw)
+        while self._raw_bytes > RAW_BUDGET:
+            oldest = next(iter(self._raw))
+            self._drop_raw(oldest)
+
+    def _drop_raw(self, message_id: str) -> None:
+        raw = self._raw.pop(message_id, None)
+        if raw is not None:
+            self._raw_bytes -= len(raw)
+
+
+def read_traces(folder: Path, limit: int) -> list[Entry]:
+    """Read the newest ``limit`` trace files in ``folder``, oldest first."""
+    try:
+        with os.scandir(folder) as scan:
+            files = [
+                (item.stat().st_mtime, item.path)
+                for item in scan
+                if item.name.endswith(".json")
+                and MESSAGE_ID.fullmatch(item.name[: -len(".json")])
+            ]
+    except OSError:
+        return []
+    files.sort()
+    entries = []
+    for _, path in files[-limit:]:
+        try:
+            with open(path, "rb") as stream:
+                entries.append(Entry.from_trace(json.load(stream)))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("skipping unreadable trace %s: %s", path, exc)
+    entries.sort(key=lambda entry: entry.timestamp)
+    return entries
