@@ -36,6 +36,7 @@ from aiohttp import web
 from sesrx import __version__
 from sesrx.errors import StartError
 from sesrx.mailbox import MESSAGE_ID, Entry, Query
+from sesrx.trace import lambda_actions
 
 if TYPE_CHECKING:
     from sesrx.server import Server
@@ -152,20 +153,13 @@ class Api:
 
     async def message(self, request: web.Request) -> web.Response:
         entry = self._entry(request)
-        trace = await self._trace(entry.message_id)
+        trace = await self.server.message_trace(entry.message_id)
         return web.json_response({**entry.summary(), "trace": trace})
 
     async def raw(self, request: web.Request) -> web.StreamResponse:
         entry = self._entry(request)
-        trace = await self._trace(entry.message_id)
-        headers = {"Content-Type": "message/rfc822"}
-        for bucket, key in _stored_objects(trace):
-            path = self.server.data_dir.object_path(bucket, key)
-            if path.is_file():
-                headers["X-Sesrx-Object"] = f"s3://{bucket}/{key}"
-                return web.FileResponse(path, headers=headers)
-        received = self.server.mailbox.raw(entry.message_id)
-        if received is None:
+        found = await self.server.message_source(entry.message_id)
+        if found is None:
             raise web.HTTPNotFound(
                 text=_error(
                     "no S3 action stored this message and its bytes are no "
@@ -173,14 +167,17 @@ class Api:
                 ),
                 content_type="application/json",
             )
-        headers["X-Sesrx-Object"] = "received"
-        return web.Response(body=received, headers=headers)
+        where, content = found
+        headers = {"Content-Type": "message/rfc822", "X-Sesrx-Object": where}
+        if isinstance(content, Path):
+            return web.FileResponse(content, headers=headers)
+        return web.Response(body=content, headers=headers)
 
     async def event(self, request: web.Request) -> web.Response:
         entry = self._entry(request)
-        trace = await self._trace(entry.message_id)
+        trace = await self.server.message_trace(entry.message_id)
         function = request.query.get("function")
-        for action in _lambda_actions(trace):
+        for action in lambda_actions(trace):
             detail = action["detail"]
             if function is None or detail.get("function_name") == function:
                 return web.json_response(detail["event"])
@@ -280,15 +277,6 @@ class Api:
             )
         return entry
 
-    async def _trace(self, message_id: str) -> dict[str, Any] | None:
-        path = self.server.data_dir.trace_path(message_id)
-        try:
-            text = await asyncio.to_thread(path.read_bytes)
-            trace: dict[str, Any] = json.loads(text)
-        except (OSError, ValueError):
-            return None  # not written: the data folder failed
-        return trace
-
 
 @web.middleware
 async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -356,28 +344,6 @@ def _number(request: web.Request, name: str, default: float, high: float) -> flo
     if not 0 <= value <= high:  # also refuses nan
         raise BadQueryError(f"{name}: expected 0 to {high:g} seconds, got {text}")
     return value
-
-
-def _actions(trace: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if trace is None:
-        return []
-    return [action for rule in trace["rules"] for action in rule["actions"]]
-
-
-def _stored_objects(trace: dict[str, Any] | None) -> list[tuple[str, str]]:
-    return [
-        (action["detail"]["bucket_name"], action["detail"]["object_key"])
-        for action in _actions(trace)
-        if action["type"] == "S3" and "object_key" in action["detail"]
-    ]
-
-
-def _lambda_actions(trace: dict[str, Any] | None) -> list[dict[str, Any]]:
-    return [
-        action
-        for action in _actions(trace)
-        if action["type"] == "Lambda" and "event" in action["detail"]
-    ]
 
 
 def _list_outbox(folder: Path) -> list[dict[str, Any]]:

@@ -53,7 +53,7 @@ from sesrx.config import (
 from sesrx.errors import ConfigError, describe_error
 from sesrx.imports import HandlerImportError, import_callable
 
-__all__ = ["load_config", "load_default_config"]
+__all__ = ["load_config", "load_default_config", "load_document"]
 
 _LAMBDA_ARN = re.compile(
     r"^arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
@@ -77,6 +77,18 @@ def load_config(path: Path | str) -> Config:
         # Values YAML or JSON cannot turn into Python ones (an integer of
         # thousands of digits, nesting past the recursion limit).
         raise ConfigError(path, "", f"cannot be read: {describe_error(exc)}") from exc
+
+
+def load_document(document: Any, base_dir: Path, source: str) -> Config:
+    """Check a configuration given as Python data (what the YAML would hold).
+
+    Relative paths and handler modules are looked for in ``base_dir``;
+    errors name ``source`` instead of a file.
+    """
+    try:
+        return _build(document, source, base_dir)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(source, "", f"cannot be read: {describe_error(exc)}") from exc
 
 
 def load_default_config() -> Config:
@@ -123,7 +135,10 @@ def _load_text(text: str, source: Path | str, base_dir: Path) -> Config:
         raise ConfigError(source, "", f"not valid YAML: {_yaml_problem(exc)}") from exc
     except RecursionError as exc:
         raise ConfigError(source, "", "not valid YAML: nested too deeply") from exc
+    return _build(document, source, base_dir)
 
+
+def _build(document: Any, source: Path | str, base_dir: Path) -> Config:
     root = Node(document, "", source).mapping(
         {
             "server",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from sesrx.api import Api
 from sesrx.config import Config
@@ -20,6 +22,7 @@ from sesrx.setup_notice import write_setup_notifications
 from sesrx.smtp import IDENT, SesHandler, SesSMTP
 from sesrx.storage import DataDir
 from sesrx.tls import server_context
+from sesrx.trace import load_trace, stored_objects
 
 __all__ = ["Server"]
 
@@ -95,6 +98,25 @@ class Server:
             delivery.trace, self.lambdas.pending(message_id)
         )
         self.mailbox.add(entry, delivery.message.raw)
+
+    async def message_trace(self, message_id: str) -> dict[str, Any] | None:
+        """Return the trace file of ``message_id`` as it stands now."""
+        path = self.data_dir.trace_path(message_id)
+        return await asyncio.to_thread(load_trace, path)
+
+    async def message_source(self, message_id: str) -> tuple[str, Path | bytes] | None:
+        """Return where a message's bytes are, and the file or the bytes.
+
+        The first object an S3 action stored (``s3://bucket/key``), what
+        a consumer of the bucket reads; else the bytes received, while
+        they are still in memory (``received``).
+        """
+        for bucket, key in stored_objects(await self.message_trace(message_id)):
+            path = self.data_dir.object_path(bucket, key)
+            if path.is_file():
+                return f"s3://{bucket}/{key}", path
+        received = self.mailbox.raw(message_id)
+        return None if received is None else ("received", received)
 
     async def clear(self) -> int:
         """Forget every message and empty the data folder; return files removed.

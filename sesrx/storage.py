@@ -24,7 +24,7 @@ import aiofiles.os
 
 from sesrx.errors import StorageError
 
-__all__ = ["DataDir", "key_to_relative_path"]
+__all__ = ["DataDir", "key_to_relative_path", "relative_path_to_key"]
 
 # Characters percent-encoded in a key segment: "%" itself, so that two keys
 # never share a file, and what a file name should not hold.
@@ -46,6 +46,22 @@ def key_to_relative_path(key: str) -> Path:
         segments.append(encoded)
 
     return Path(*segments)
+
+
+def relative_path_to_key(path: Path) -> str:
+    """Return the S3 key stored at ``path`` (the inverse of the above)."""
+    # "%" itself is always encoded, so every "%XX" was made by the encoder;
+    # "%2F" alone stands for an empty segment.
+    return "/".join(
+        "" if part == "%2F" else _DECODE.sub(_char, part) for part in path.parts
+    )
+
+
+_DECODE = re.compile(r"%([0-9A-F]{2})")
+
+
+def _char(match: re.Match[str]) -> str:
+    return chr(int(match.group(1), 16))
 
 
 class DataDir:

@@ -6,10 +6,19 @@ actions are done, and again whenever a background Lambda call finishes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["ActionTrace", "MessageTrace", "RuleTrace"]
+__all__ = [
+    "ActionTrace",
+    "MessageTrace",
+    "RuleTrace",
+    "lambda_actions",
+    "load_trace",
+    "stored_objects",
+]
 
 
 # Outcomes of actions that did not run: after a stop in their own rule, or
@@ -107,3 +116,36 @@ def _ran(actions: list[ActionTrace]) -> list[str]:
 def _stopped(action: ActionTrace) -> str:
     stops = action.disposition not in (None, "CONTINUE")
     return f"->{action.disposition}" if stops else ""
+
+
+def load_trace(path: Path) -> dict[str, Any] | None:
+    """Read a trace file; None if it was never written or cannot be read."""
+    try:
+        trace: dict[str, Any] = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return trace
+
+
+def _actions(trace: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if trace is None:
+        return []
+    return [action for rule in trace["rules"] for action in rule["actions"]]
+
+
+def stored_objects(trace: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Return bucket and key of each object S3 actions stored, from a trace file."""
+    return [
+        (action["detail"]["bucket_name"], action["detail"]["object_key"])
+        for action in _actions(trace)
+        if action["type"] == "S3" and "object_key" in action["detail"]
+    ]
+
+
+def lambda_actions(trace: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Return the Lambda actions of a trace file that recorded their event."""
+    return [
+        action
+        for action in _actions(trace)
+        if action["type"] == "Lambda" and "event" in action["detail"]
+    ]

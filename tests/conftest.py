@@ -16,6 +16,8 @@ from sesrx.threaded import ServerThread
 
 from helpers import RECORDING_HANDLERS
 
+pytest_plugins = ["pytester"]
+
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "examples"
 
