@@ -31,6 +31,7 @@ __all__ = [
     "RuleSet",
     "S3Action",
     "ServerConfig",
+    "SessionLimits",
     "SnsAction",
     "StopAction",
     "Topic",
@@ -71,6 +72,17 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """What one SMTP client may use; each limit has its own reply."""
+
+    max_sessions: int = 200  # open connections; more get 421 at connect
+    command_timeout: float = 300.0  # seconds for one command (RFC 5321 4.5.3.2)
+    data_timeout: float = 600.0  # seconds from 354 to the final dot
+    max_recipients: int = 1000  # accepted RCPT TO per message; more get 452
+    max_header_size: int = 1024 * 1024  # bytes of header block; more get 552
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The SMTP listener and how long things may take."""
 
@@ -84,6 +96,7 @@ class ServerConfig:
     tls: TlsConfig | None = None
     proxy_protocol: bool = False
     api: ApiConfig | None = field(default_factory=ApiConfig)  # None: no API
+    limits: SessionLimits = field(default_factory=SessionLimits)
 
 
 @dataclass(frozen=True, slots=True)

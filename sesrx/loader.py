@@ -44,6 +44,7 @@ from sesrx.config import (
     RuleSet,
     S3Action,
     ServerConfig,
+    SessionLimits,
     SnsAction,
     StopAction,
     TlsConfig,
@@ -208,6 +209,7 @@ def _server(node: Node, aws: AwsConfig, base_dir: Path) -> ServerConfig:
             "tls",
             "proxy_protocol",
             "api",
+            *_LIMIT_KEYS,
         }
     )
     port = _port(server, "port", 2525)
@@ -236,6 +238,35 @@ def _server(node: Node, aws: AwsConfig, base_dir: Path) -> ServerConfig:
         tls=_tls(server.get("tls"), base_dir),
         proxy_protocol=server.flag("proxy_protocol", False),
         api=_api(server.get("api")),
+        limits=_limits(server),
+    )
+
+
+DAY = 86400.0
+_LIMIT_KEYS = (
+    "max_sessions",
+    "command_timeout",
+    "data_timeout",
+    "max_recipients",
+    "max_header_size",
+)
+
+
+def _limits(server: Mapping) -> SessionLimits:
+    """Read the session limits, which sit among the other server keys."""
+    default = SessionLimits()
+    return SessionLimits(
+        max_sessions=server.integer("max_sessions", default.max_sessions, minimum=1),
+        command_timeout=server.number(
+            "command_timeout", default.command_timeout, 86400
+        ),
+        data_timeout=server.number("data_timeout", default.data_timeout, 86400),
+        max_recipients=server.integer(
+            "max_recipients", default.max_recipients, minimum=1
+        ),
+        max_header_size=server.integer(
+            "max_header_size", default.max_header_size, minimum=1
+        ),
     )
 
 

@@ -151,6 +151,7 @@ class Server:
                 hostname=server.hostname,
                 ident=IDENT,
                 data_size_limit=server.max_message_size,
+                timeout=server.limits.command_timeout,
                 tls_context=None if implicit else context,
                 # Seconds to wait for the PROXY header (aiosmtpd's own knob).
                 proxy_protocol_timeout=PROXY_TIMEOUT if server.proxy_protocol else None,

@@ -35,6 +35,11 @@ REPLY_TOO_LARGE = "552 5.3.4 Message too large"
 # smuggling works), so the message is refused rather than stored.
 REPLY_BARE_LINE_BREAK = "554 5.6.0 Message has a bare CR or LF; end lines with CRLF"
 REPLY_BAD_RECIPIENT = "553 5.1.3 Bad recipient address syntax"
+# Session limits (RFC 5321 4.5.3.1.10 for recipients, 4.5.3.2 for time).
+REPLY_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+REPLY_HEADER_TOO_LARGE = "552 5.3.4 Message header too large"
+REPLY_BUSY = "421 4.7.0 Too many connections, try again later"
+REPLY_TIMEOUT = "421 4.4.2 Timeout, closing connection"
 
 
 class SesHandler:
@@ -94,6 +99,8 @@ class SesHandler:
         if address.lower() in (known.lower() for known in envelope.rcpt_tos):
             return REPLY_OK  # the same recipient twice gets one copy
         config = self.pipeline.config
+        if len(envelope.rcpt_tos) >= config.server.limits.max_recipients:
+            return REPLY_TOO_MANY_RECIPIENTS
         tls = _uses_tls(server, session)
         refusal = recipient_reply(
             config.rule_set, config.verified_domains, address, tls
@@ -121,6 +128,12 @@ class SesHandler:
         if _bare_line_break(content):
             log.info("%s refused a message with a bare CR or LF", _peer(session))
             return REPLY_BARE_LINE_BREAK
+        limits = self.pipeline.config.server.limits
+        if _header_size(content, limits.max_header_size) > limits.max_header_size:
+            log.info(
+                "%s refused a message with a header block too large", _peer(session)
+            )
+            return REPLY_HEADER_TOO_LARGE
         arrival = Arrival(
             # The null reverse-path arrives as the text "<>" (RFC 5321 4.5.5).
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
@@ -133,6 +146,9 @@ class SesHandler:
         )
         self.in_flight += 1
         self.idle.clear()
+        # The time limits are for the client; processing has its own.
+        if isinstance(server, SesSMTP):
+            server.pause_timeout()
         try:
             return await self.pipeline.receive(arrival)
         except Exception:
@@ -141,6 +157,8 @@ class SesHandler:
             )
             return REPLY_RETRY
         finally:
+            if isinstance(server, SesSMTP):
+                server.resume_timeout()
             self.in_flight -= 1
             if not self.in_flight:
                 self.idle.set()
@@ -155,6 +173,7 @@ class SesSMTP(SMTP):
         config = handler.pipeline.config
         # Behind a proxy the peer is the proxy: filters wait for its header.
         self._filters = () if config.server.proxy_protocol else config.ip_filters
+        self._limits = config.server.limits
         self._refused = False
         self._peer = "unknown"
 
@@ -166,6 +185,16 @@ class SesSMTP(SMTP):
             # Refused before the greeting, and nothing else (SES: IP filters).
             self._refused = True
             _refuse(transport, address)
+            transport.close()
+            return
+        if len(self._sessions) >= self._limits.max_sessions:
+            self._refused = True
+            log.warning(
+                "%s refused: %d sessions open (server.max_sessions)",
+                address,
+                len(self._sessions),
+            )
+            _say(transport, REPLY_BUSY)
             transport.close()
             return
 
@@ -187,6 +216,26 @@ class SesSMTP(SMTP):
             log.info("%s refused an oversize message: %s", peer, status[11:])
             status = REPLY_TOO_LARGE
         await super().push(status)
+        if isinstance(status, str) and status.startswith("354"):
+            self._reset_timeout(self._limits.data_timeout)
+
+    def pause_timeout(self) -> None:
+        """Stop the client's clock while the message is processed."""
+        # aiosmtpd keeps one timer per session, armed at each command.
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+
+    def resume_timeout(self) -> None:
+        """Give the client a command's time again, for what follows the reply."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._reset_timeout()
+
+    def _timeout_cb(self) -> None:
+        """Tell a client that took too long why it is cut off (RFC 5321 4.5.3.2)."""
+        log.info("%s timed out", _peer(self.session) if self.session else self._peer)
+        if self.transport is not None:
+            _say(self.transport, REPLY_TIMEOUT)
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         """Say the service is closing (RFC 5321 3.8) and close the connection."""
@@ -199,8 +248,21 @@ class SesSMTP(SMTP):
 def _refuse(transport: asyncio.BaseTransport, address: str) -> None:
     """Tell a client an IP filter blocks that it is refused."""
     log.info("%s refused by an IP filter", address)
-    if isinstance(transport, asyncio.WriteTransport):
-        transport.write(f"{REPLY_BLOCKED}\r\n".encode())
+    _say(transport, REPLY_BLOCKED)
+
+
+def _say(transport: asyncio.BaseTransport, reply: str) -> None:
+    """Write a reply outside the command loop (before or instead of it)."""
+    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        transport.write(f"{reply}\r\n".encode())
+
+
+def _header_size(content: bytes, limit: int) -> int:
+    """Return the header block's length, or more than ``limit`` past it."""
+    end = content.find(b"\r\n\r\n", 0, limit + 4)
+    if end >= 0:
+        return end + 2
+    return len(content) if len(content) <= limit else limit + 1
 
 
 def _uses_tls(server: SMTP, session: Session) -> bool:

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-HANDLERS = '''
+HANDLERS = """
 import time
 
 def store_subject(event, context):
@@ -21,9 +21,9 @@ def store_subject(event, context):
 
 def slow_audit(event, context):
     time.sleep(1.0)
-'''
+"""
 
-MESSAGE = '''
+MESSAGE = """
 MESSAGE = (
     b"From: Alice <alice@sender.example>\\r\\n"
     b"To: support@example.com\\r\\n"
@@ -33,7 +33,7 @@ MESSAGE = (
     b"\\r\\n"
     b"Where is my order?\\r\\n"
 )
-'''
+"""
 
 
 def outcome(pytester: pytest.Pytester, passed: int) -> None:
@@ -45,7 +45,7 @@ def test_default_config_stores_every_message(pytester):
     """With no sesrx_config, every message lands in the bucket inbound."""
     pytester.makepyfile(
         MESSAGE
-        + '''
+        + """
 def test_store(sesrx_server):
     reply = sesrx_server.send(MESSAGE)
     assert reply.code == 250
@@ -68,7 +68,7 @@ def test_store(sesrx_server):
 def test_each_test_gets_a_fresh_server(sesrx_server):
     assert sesrx_server.messages() == []
     assert sesrx_server.objects("inbound") == {}
-'''
+"""
     )
     outcome(pytester, passed=2)
 
@@ -78,7 +78,7 @@ def test_a_module_overrides_the_config_with_a_dict(pytester):
     pytester.makepyfile(handlers=HANDLERS)
     pytester.makepyfile(
         MESSAGE
-        + '''
+        + """
 import time
 import pytest
 
@@ -148,7 +148,7 @@ def test_reset_empties_everything(sesrx_server):
     assert sesrx_server.messages() == []
     assert sesrx_server.objects("mail") == {}
     assert sesrx_server.invocations() == []
-'''
+"""
     )
     outcome(pytester, passed=4)
 
@@ -170,7 +170,7 @@ rule_set:
     )
     pytester.makepyfile(
         MESSAGE
-        + '''
+        + """
 import pytest
 
 
@@ -185,7 +185,7 @@ def test_bounced(sesrx_server):
     (message,) = sesrx_server.wait_for("support@example.com")
     assert message.reply == "550 5.1.1 No such user"
     assert message.rules == ("bounce-all",)
-'''
+"""
     )
     outcome(pytester, passed=1)
 
@@ -194,7 +194,7 @@ def test_dkim_sign_gives_pass_and_a_changed_body_fail(pytester):
     """The signing helper publishes its key in the server's zone."""
     pytester.makepyfile(
         MESSAGE
-        + '''
+        + """
 def test_pass_and_fail(sesrx_server):
     signed = sesrx_server.dkim_sign(MESSAGE, "sender.example")
     sesrx_server.send(signed)
@@ -206,14 +206,14 @@ def test_pass_and_fail(sesrx_server):
     assert good.verdicts["dmarc"] in ("PASS", "GRAY")
     assert bad.verdicts["dkim"] == "FAIL"
     assert good.trace["dkim_signatures"][0]["selector"] == "sesrx"
-'''
+"""
     )
     outcome(pytester, passed=1)
 
 
 def test_a_bad_config_fails_the_fixture_with_its_key_path(pytester):
     pytester.makepyfile(
-        '''
+        """
 import pytest
 
 
@@ -225,7 +225,7 @@ def sesrx_config():
 
 def test_never_runs(sesrx_server):
     pass
-'''
+"""
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
