@@ -7,6 +7,7 @@ import logging
 import ssl
 from types import TracebackType
 
+from sesrx.buckets import BucketStore
 from sesrx.config import Config
 from sesrx.errors import StartError
 from sesrx.lambda_logs import Capture
@@ -44,7 +45,7 @@ class Server:
     async def start(self) -> None:
         """Prepare the data folder and start listening."""
         self.data_dir.prepare()
-        await write_setup_notifications(self.config, self.data_dir)
+        await write_setup_notifications(self.config, self.buckets)
         server = self.config.server
         tls = server.tls
         context = server_context(tls, server.hostname) if tls else None
@@ -64,7 +65,12 @@ class Server:
         self.config = config
         self.pipeline.config = config
         self.lambdas.timeout = config.server.lambda_timeout
-        await write_setup_notifications(config, self.data_dir)
+        await write_setup_notifications(config, self.buckets)
+
+    @property
+    def buckets(self) -> BucketStore:
+        """Return the store of the running configuration's buckets."""
+        return self.pipeline.buckets(self.config)
 
     async def _listen(
         self, port: int, context: ssl.SSLContext | None, implicit: bool
