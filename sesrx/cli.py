@@ -27,7 +27,7 @@ from sesrx.errors import ConfigError, SesrxError
 from sesrx.lambda_logs import InvocationTag
 from sesrx.loader import load_config, load_default_config
 from sesrx.server import Server
-from sesrx.summary import describe, warnings
+from sesrx.summary import buckets_line, describe, warnings
 
 __all__ = ["main"]
 
@@ -178,6 +178,7 @@ def _log_start(server: Server) -> None:
         "  config:    %s\n"
         "  rule set:  %s (%d rule%s)\n"
         "  data:      %s\n"
+        "  buckets:   %s\n"
         "  press Ctrl+C to stop",
         __version__,
         server.address,
@@ -186,6 +187,7 @@ def _log_start(server: Server) -> None:
         len(config.rule_set.rules),
         "" if len(config.rule_set.rules) == 1 else "s",
         config.data_dir.resolve(),
+        buckets_line(config),
     )
     for warning in warnings(config):
         log.warning("%s", warning)
