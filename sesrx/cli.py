@@ -28,7 +28,7 @@ from sesrx.health import probe, url_host
 from sesrx.loader import load_config, load_default_config
 from sesrx.log_setup import configure_logging
 from sesrx.server import Server
-from sesrx.summary import describe, warnings
+from sesrx.summary import buckets_line, describe, warnings
 
 __all__ = ["main"]
 
@@ -240,6 +240,7 @@ def _log_start(server: Server) -> None:
         "  config:    %s\n"
         "  rule set:  %s (%d rule%s)\n"
         "  data:      %s\n"
+        "  buckets:   %s\n"
         "  press Ctrl+C to stop",
         __version__,
         server.address,
@@ -249,6 +250,7 @@ def _log_start(server: Server) -> None:
         len(config.rule_set.rules),
         "" if len(config.rule_set.rules) == 1 else "s",
         config.data_dir.resolve(),
+        buckets_line(config),
     )
     for warning in warnings(config):
         log.warning("%s", warning)

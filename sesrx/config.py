@@ -28,6 +28,7 @@ __all__ = [
     "IpFilter",
     "LambdaAction",
     "ReceiptRule",
+    "RemoteBucket",
     "RuleSet",
     "S3Action",
     "ServerConfig",
@@ -259,6 +260,22 @@ def _no_topics() -> MappingType[str, Topic]:
     return MappingProxyType({})
 
 
+def _no_buckets() -> MappingType[str, RemoteBucket]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteBucket:
+    """A bucket kept on an S3-compatible endpoint instead of a local folder."""
+
+    name: str
+    endpoint_url: str
+    region: str = "us-east-1"
+    # Both or neither; neither lets boto3 find credentials its usual way.
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+
+
 @dataclass(frozen=True, slots=True)
 class DnsZone:
     """A, AAAA and MX records for SPF checks (TXT records live in dns_txt)."""
@@ -293,6 +310,8 @@ class Config:
     ip_filters: tuple[IpFilter, ...] = ()
     dns: DnsZone = field(default_factory=DnsZone)
     topics: MappingType[str, Topic] = field(default_factory=_no_topics)
+    # Buckets not named here are folders under data_dir/s3.
+    buckets: MappingType[str, RemoteBucket] = field(default_factory=_no_buckets)
 
     @property
     def source_name(self) -> str:

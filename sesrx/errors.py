@@ -3,8 +3,10 @@
     SesrxError
     ├── ConfigError         a configuration file that cannot be used
     ├── StartError          the server cannot listen where it was asked to
+    ├── ObjectNotFoundError a bucket has no object under the key asked for
     └── ActionError         an action that could not do its work
-        └── StorageError    a write to the data folder failed (SMTP 451)
+        └── StorageError    a bucket or the data folder could not be written
+                            or read (SMTP 451)
 
 Only the CLI turns these into exit codes and only the SMTP layer turns them
 into replies.
@@ -17,6 +19,7 @@ from pathlib import Path
 __all__ = [
     "ActionError",
     "ConfigError",
+    "ObjectNotFoundError",
     "SesrxError",
     "StartError",
     "StorageError",
@@ -43,12 +46,16 @@ class StartError(SesrxError):
     """The listener could not be opened."""
 
 
+class ObjectNotFoundError(SesrxError):
+    """A bucket, local or remote, holds no object under the key asked for."""
+
+
 class ActionError(SesrxError):
     """A receipt rule action that failed."""
 
 
 class StorageError(ActionError):
-    """Writing to the data folder failed; the sender must retry."""
+    """A bucket or the data folder failed us; a sender must retry."""
 
 
 def describe_error(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.resources
 import re
+import urllib.parse
 from collections.abc import Callable
 from collections.abc import Mapping as MappingType
 from pathlib import Path
@@ -41,6 +42,7 @@ from sesrx.config import (
     IpFilter,
     LambdaAction,
     ReceiptRule,
+    RemoteBucket,
     RuleSet,
     S3Action,
     ServerConfig,
@@ -53,6 +55,7 @@ from sesrx.config import (
 )
 from sesrx.errors import ConfigError, describe_error
 from sesrx.imports import HandlerImportError, import_callable
+from sesrx.remote_s3 import boto3_problem
 
 __all__ = ["load_config", "load_default_config", "load_document"]
 
@@ -153,6 +156,7 @@ def _build(document: Any, source: Path | str, base_dir: Path) -> Config:
             "ip_filters",
             "ip_filters_file",
             "topics",
+            "buckets",
         },
     )
     aws = _aws(root.get("aws"))
@@ -172,6 +176,7 @@ def _build(document: Any, source: Path | str, base_dir: Path) -> Config:
         ip_filters=_ip_filters(ip_filters),
         dns=dns_zone,
         topics=_topics(root.get("topics")),
+        buckets=_buckets(root.get("buckets"), aws),
     )
 
 
@@ -544,6 +549,70 @@ def _topics(node: Node) -> MappingType[str, Topic]:
             )
         topics[name] = Topic(name=name, endpoint=endpoint)
     return MappingProxyType(topics)
+
+
+_BUCKET_KEYS = ("endpoint_url", "region", "access_key_id", "secret_access_key")
+# Loose on purpose: S3-compatible stores name regions freely (Garage's is
+# "garage", Cloudflare R2's "auto").
+_REGION = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _buckets(node: Node, aws: AwsConfig) -> MappingType[str, RemoteBucket]:
+    """Read ``buckets: {name: {endpoint_url, region, access_key_id, ...}}``."""
+    buckets: dict[str, RemoteBucket] = {}
+    for name, entry in node.members():
+        buckets[validate.bucket_name(name, entry)] = _bucket(name, entry, aws)
+    return MappingProxyType(buckets)
+
+
+def _bucket(name: str, node: Node, aws: AwsConfig) -> RemoteBucket:
+    bucket = node.mapping(_BUCKET_KEYS, required={"endpoint_url"})
+    endpoint_url = _endpoint_url(bucket.get("endpoint_url"))
+    region = bucket.text("region", aws.region)
+    if not _REGION.fullmatch(region):
+        bucket.get("region").fail(
+            f"expected a region such as us-east-1, got {region!r}"
+        )
+    key_id, secret = _credentials(bucket)
+
+    problem = boto3_problem()
+    if problem:
+        node.fail(problem)
+    return RemoteBucket(name, endpoint_url, region, key_id, secret)
+
+
+def _endpoint_url(node: Node) -> str:
+    url = str(node.expect(str))
+    try:
+        parts = urllib.parse.urlsplit(url)
+        usable = (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and parts.port != 0  # .port raises ValueError past 65535
+            and not (parts.query or parts.fragment)
+            and not any(c.isspace() for c in url)
+        )
+    except ValueError:  # a port that is not a number, a broken IPv6 literal
+        usable = False
+    if not usable:
+        node.fail(f"expected an http:// or https:// URL, got {url!r}")
+    return url
+
+
+def _credentials(bucket: Mapping) -> tuple[str | None, str | None]:
+    """Return both keys, or neither (boto3 then finds credentials itself)."""
+    names = ("access_key_id", "secret_access_key")
+    given = [name for name in names if name in bucket]
+    if len(given) == 1:
+        other = names[1 - names.index(given[0])]
+        bucket.get(other).fail(f"required with {given[0]} (give both or neither)")
+    if not given:
+        return None, None
+
+    for name in names:
+        if not bucket.text(name):
+            bucket.get(name).fail("expected a non-empty string")
+    return bucket.text(names[0]), bucket.text(names[1])
 
 
 def _workmail(node: Node) -> WorkmailAction:

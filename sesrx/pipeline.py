@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from sesrx.actions import Services
 from sesrx.addresses import bare_address, split_addresses
 from sesrx.bounces import settle_bounces
+from sesrx.buckets import BucketStore
 from sesrx.config import Config
 from sesrx.dkim_check import UNSIGNED, DkimResult, verify_dkim
 from sesrx.dmarc_check import DmarcResult, check_dmarc
@@ -71,6 +72,7 @@ class Pipeline:
         self._publisher: Publisher | None = None
         # Told of every message once it has its reply (the HTTP API listens).
         self.on_processed: Callable[[Delivery], None] | None = None
+        self._buckets = BucketStore(data_dir, config.buckets)
 
     async def receive(self, arrival: Arrival) -> str:
         """Process one message and return the reply to DATA."""
@@ -90,7 +92,12 @@ class Pipeline:
             message, ses_headers(message, config.server.hostname), _trace(message)
         )
         services = Services(
-            config, self.data_dir, self.lambdas, self.save_trace, self._sns(config)
+            config,
+            self.data_dir,
+            self.lambdas,
+            self.save_trace,
+            self._sns(config),
+            self.buckets(config),
         )
         try:
             await run_rule_set(config.rule_set, delivery, services)
@@ -122,6 +129,15 @@ class Pipeline:
         if self._publisher is None or self._publisher.topics is not config.topics:
             self._publisher = Publisher(self.data_dir.root / "sns", config.topics)
         return self._publisher
+
+    def buckets(self, config: Config | None = None) -> BucketStore:
+        """Return the store of ``config``'s buckets (the latest config's by default).
+
+        Stores of every configuration share one boto3 client per endpoint.
+        """
+        config = config or self.config
+        self._buckets = self._buckets.for_buckets(config.buckets)
+        return self._buckets
 
     async def save_trace(self, delivery: Delivery) -> None:
         """Write the message's trace file as it stands now.

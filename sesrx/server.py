@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from pathlib import Path
@@ -10,8 +11,9 @@ from types import TracebackType
 from typing import Any
 
 from sesrx.api import Api
+from sesrx.buckets import BucketStore
 from sesrx.config import Config
-from sesrx.errors import StartError
+from sesrx.errors import SesrxError, StartError
 from sesrx.inbound import Delivery
 from sesrx.lambda_logs import Capture
 from sesrx.lambdas import LambdaRuntime
@@ -57,7 +59,7 @@ class Server:
     async def start(self) -> None:
         """Prepare the data folder and start listening."""
         self.data_dir.prepare()
-        await write_setup_notifications(self.config, self.data_dir)
+        await write_setup_notifications(self.config, self.buckets)
         server = self.config.server
         tls = server.tls
         context = server_context(tls, server.hostname) if tls else None
@@ -111,10 +113,16 @@ class Server:
         a consumer of the bucket reads; else the bytes received, while
         they are still in memory (``received``).
         """
+        buckets = self.buckets
         for bucket, key in stored_objects(await self.message_trace(message_id)):
+            where = f"s3://{bucket}/{key}"
+            if buckets.is_remote(bucket):
+                with contextlib.suppress(SesrxError):  # gone, or store down
+                    return where, await buckets.get_object(bucket, key)
+                continue
             path = self.data_dir.object_path(bucket, key)
             if path.is_file():
-                return f"s3://{bucket}/{key}", path
+                return where, path
         received = self.mailbox.raw(message_id)
         return None if received is None else ("received", received)
 
@@ -127,7 +135,7 @@ class Server:
         self.mailbox.clear()
         self.lambdas.invocations.clear()
         removed = await asyncio.to_thread(self.data_dir.empty)
-        await write_setup_notifications(self.config, self.data_dir)
+        await write_setup_notifications(self.config, self.buckets)
         return removed
 
     async def apply(self, config: Config) -> None:
@@ -135,7 +143,12 @@ class Server:
         self.config = config
         self.pipeline.config = config
         self.lambdas.timeout = config.server.lambda_timeout
-        await write_setup_notifications(config, self.data_dir)
+        await write_setup_notifications(config, self.buckets)
+
+    @property
+    def buckets(self) -> BucketStore:
+        """Return the store of the running configuration's buckets."""
+        return self.pipeline.buckets(self.config)
 
     async def _listen(
         self, port: int, context: ssl.SSLContext | None, implicit: bool

@@ -11,6 +11,7 @@ a reader never sees half an object.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -22,13 +23,16 @@ from typing import Any
 
 import aiofiles.os
 
-from sesrx.errors import StorageError
+from sesrx.errors import ObjectNotFoundError, StorageError
 
 __all__ = ["DataDir", "key_to_relative_path", "relative_path_to_key"]
 
 # Characters percent-encoded in a key segment: "%" itself, so that two keys
 # never share a file, and what a file name should not hold.
 _ENCODED = re.compile(r"[%\\\x00-\x1f\x7f]")
+_PERCENT = re.compile(r"%([0-9A-F]{2})")
+# What _write_and_rename leaves beside an object while writing it.
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.part")
 
 
 def key_to_relative_path(key: str) -> Path:
@@ -49,23 +53,17 @@ def key_to_relative_path(key: str) -> Path:
 
 
 def relative_path_to_key(path: Path) -> str:
-    """Return the S3 key stored at ``path`` (the inverse of the above)."""
-    # "%" itself is always encoded, so every "%XX" was made by the encoder;
-    # "%2F" alone stands for an empty segment.
+    """Return the S3 key that :func:`key_to_relative_path` mapped to ``path``."""
+    # "%" in a stored name only ever starts an escape, so every escape can be
+    # undone; "%2F" alone stands for an empty segment.
     return "/".join(
-        "" if part == "%2F" else _DECODE.sub(_char, part) for part in path.parts
+        "" if part == "%2F" else _PERCENT.sub(lambda m: chr(int(m[1], 16)), part)
+        for part in path.parts
     )
 
 
-_DECODE = re.compile(r"%([0-9A-F]{2})")
-
-
-def _char(match: re.Match[str]) -> str:
-    return chr(int(match.group(1), 16))
-
-
 class DataDir:
-    """Write sesrx's output files under one folder."""
+    """Write sesrx's output files under one folder, and read objects back."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -121,6 +119,27 @@ class DataDir:
         await self.write_atomic(path, parts)
         return path
 
+    async def get_object(self, bucket: str, key: str) -> bytes:
+        """Return the bytes of a stored object; raise ObjectNotFoundError if absent."""
+        path = self.object_path(bucket, key)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise ObjectNotFoundError(f"no object {key!r} in bucket {bucket}") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc}") from exc
+
+    async def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Return the keys of a bucket folder that start with ``prefix``, sorted."""
+        folder = self.root / "s3" / bucket
+        try:
+            keys = await asyncio.to_thread(_keys_under, folder)
+        except OSError as exc:
+            raise StorageError(f"cannot list {folder}: {exc}") from exc
+
+        # Code point order is UTF-8 byte order, the order S3 lists keys in.
+        return sorted(key for key in keys if key.startswith(prefix))
+
     async def write_json(self, path: Path, document: Any) -> None:
         """Write ``document`` as indented JSON, atomically."""
         # Compact: json's C encoder is only used without indent.
@@ -136,6 +155,23 @@ class DataDir:
                 await _write_atomic(path, parts, self._tmp)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc}") from exc
+
+
+def _keys_under(folder: Path) -> list[str]:
+    """Return the key of every object in a bucket folder (none if it is absent)."""
+    keys = []
+    for parent, _, names in os.walk(folder, onerror=_raise):
+        for name in names:
+            if not _PARTIAL.fullmatch(name):
+                relative = Path(parent, name).relative_to(folder)
+                keys.append(relative_path_to_key(relative))
+    return keys
+
+
+def _raise(exc: OSError) -> None:
+    # os.walk skips folders it cannot read; a listing must not.
+    if not isinstance(exc, FileNotFoundError):
+        raise exc
 
 
 # Files up to this size are written on the event loop: a trip to a worker

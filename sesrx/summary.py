@@ -16,7 +16,7 @@ from sesrx.config import (
 from sesrx.rules import is_verified
 from sesrx.tag_list import is_base64, parse_tags
 
-__all__ = ["describe", "warnings"]
+__all__ = ["buckets_line", "describe", "warnings"]
 
 
 def describe(config: Config) -> str:
@@ -34,6 +34,7 @@ def describe(config: Config) -> str:
         f"verified:    {domains}",
         f"bounce mode: {server.bounce_mode}",
         f"ip filters:  {_filters(config)}",
+        f"buckets:     {buckets_line(config)}",
         f"rule set:    {config.rule_set.name} ({_rules(len(config.rule_set.rules))})",
     ]
     for number, rule in enumerate(config.rule_set.rules, start=1):
@@ -41,7 +42,7 @@ def describe(config: Config) -> str:
         recipients = ", ".join(rule.recipients) or "all verified domains"
         tls = ", TLS required" if rule.tls_policy == "Require" else ""
         lines.append(f"  {number}. {rule.name}{state}: {recipients}{tls}")
-        lines += [f"       - {_action(action)}" for action in rule.actions]
+        lines += [f"       - {_action(action, config)}" for action in rule.actions]
 
     return "\n".join(lines)
 
@@ -61,6 +62,31 @@ def _dkim_record_warnings(config: Config) -> list[str]:
     return found
 
 
+def buckets_line(config: Config) -> str:
+    """Say where buckets live: which are on an endpoint, and the local folder."""
+    remote = [
+        f"{bucket.name} at {bucket.endpoint_url} ({bucket.region})"
+        for bucket in config.buckets.values()
+    ]
+    local = f"folders in {config.data_dir / 's3'}"
+    return f"{', '.join(remote)}; others are {local}" if remote else local
+
+
+def _unused_bucket_warnings(config: Config) -> list[str]:
+    """Warn about buckets: entries that no S3 action writes to (a typo?)."""
+    used = {
+        action.bucket_name
+        for rule in config.rule_set.rules
+        for action in rule.actions
+        if isinstance(action, S3Action)
+    }
+    return [
+        f"buckets.{name}: no S3 action writes to this bucket"
+        for name in config.buckets
+        if name not in used
+    ]
+
+
 def _filters(config: Config) -> str:
     if not config.ip_filters:
         return "none (every client may connect)"
@@ -71,9 +97,11 @@ def _rules(count: int) -> str:
     return "1 rule" if count == 1 else f"{count} rules"
 
 
-def _action(action: Action) -> str:
+def _action(action: Action, config: Config) -> str:
     if isinstance(action, S3Action):
-        return f"S3 s3://{action.bucket_name}/{action.object_key('<messageId>')}"
+        where = f"s3://{action.bucket_name}/{action.object_key('<messageId>')}"
+        remote = config.buckets.get(action.bucket_name)
+        return f"S3 {where}" + (f" at {remote.endpoint_url}" if remote else "")
     if isinstance(action, LambdaAction):
         function = action.function
         return f"Lambda {function.name} ({action.invocation_type}) -> {function.spec}"
@@ -106,6 +134,7 @@ def warnings(config: Config) -> list[str]:
                 kind = type(action).__name__.removesuffix("Action")
                 found.append(f"rule {rule.name}: {kind} actions are not emulated")
     found += _dkim_record_warnings(config)
+    found += _unused_bucket_warnings(config)
     if verified is not None and not verified:
         found.append("verified_domains is empty, so every recipient is refused")
     return found

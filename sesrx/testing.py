@@ -28,7 +28,6 @@ from sesrx.config import Config
 from sesrx.loader import load_config, load_default_config, load_document
 from sesrx.mailbox import Entry, Query
 from sesrx.setup_notice import SETUP_KEY
-from sesrx.storage import relative_path_to_key
 from sesrx.threaded import ServerThread
 from sesrx.trace import lambda_actions
 
@@ -254,21 +253,22 @@ class Sesrx:
     def objects(
         self, bucket: str, prefix: str = "", setup_notifications: bool = False
     ) -> dict[str, bytes]:
-        """Return the objects of a local bucket under ``prefix``, by key.
+        """Return the objects of a bucket under ``prefix``, by key.
 
-        SES's AMAZON_SES_SETUP_NOTIFICATION objects are left out unless
-        asked for; code that reads a real bucket must skip them itself.
+        Local folders and buckets on an S3-compatible store alike. SES's
+        AMAZON_SES_SETUP_NOTIFICATION objects are left out unless asked
+        for; code that reads a real bucket must skip them itself.
         """
-        root = self.data_dir / "s3" / bucket
-        found = {}
-        for path in sorted(root.rglob("*")) if root.is_dir() else []:
-            if not path.is_file():
-                continue
-            key = relative_path_to_key(path.relative_to(root))
-            is_setup = key.rpartition("/")[2] == SETUP_KEY
-            if key.startswith(prefix) and (setup_notifications or not is_setup):
-                found[key] = path.read_bytes()
-        return found
+
+        async def read() -> dict[str, bytes]:
+            buckets = self.server.buckets
+            return {
+                key: await buckets.get_object(bucket, key)
+                for key in await buckets.list_keys(bucket, prefix)
+                if setup_notifications or key.rpartition("/")[2] != SETUP_KEY
+            }
+
+        return self._call(read())
 
     def invocations(self, function: str | None = None) -> list[dict[str, Any]]:
         """Return the Lambda calls made so far, oldest first."""

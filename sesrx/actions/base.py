@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sesrx.buckets import BucketStore
 from sesrx.config import Config, ReceiptRule
 from sesrx.disposition import Disposition
 from sesrx.inbound import Delivery
@@ -26,6 +27,7 @@ class Services:
     lambdas: LambdaRuntime
     save_trace: Callable[[Delivery], Awaitable[None]]
     sns: Publisher
+    buckets: BucketStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,11 @@ __all__ = ["run_s3"]
 
 
 async def run_s3(action: S3Action, context: ActionContext) -> ActionResult:
-    """Write the object ``<prefix>/<messageId>`` to the local bucket folder."""
+    """Write the object ``<prefix>/<messageId>`` to its bucket, local or remote."""
     delivery = context.delivery
     key = action.object_key(delivery.message.message_id)
-    path = await context.services.data_dir.put_object(
+    # Where it went: a local "path", or the "endpoint_url" of a remote bucket.
+    where = await context.services.buckets.put_object(
         action.bucket_name, key, delivery.stored_parts(context.rule.scan_enabled)
     )
     # objectKeyPrefix is in every real capture, if not in the documentation
@@ -25,5 +26,5 @@ async def run_s3(action: S3Action, context: ActionContext) -> ActionResult:
         "objectKey": key,
     }
     published = notify(context, with_topic(action_object, action.topic_arn))
-    detail = {"bucket_name": action.bucket_name, "object_key": key, "path": str(path)}
+    detail = {"bucket_name": action.bucket_name, "object_key": key, **where}
     return ActionResult(detail={**detail, **published})
