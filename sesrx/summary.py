@@ -10,6 +10,7 @@ from sesrx.config import (
     ConnectAction,
     LambdaAction,
     S3Action,
+    SnsAction,
     StopAction,
     WorkmailAction,
 )
@@ -111,6 +112,8 @@ def _action(action: Action, config: Config) -> str:
         return f"AddHeader {action.header_name}: {action.header_value}"
     if isinstance(action, StopAction):
         return "Stop"
+    if isinstance(action, SnsAction):
+        return f"SNS {action.topic_arn} ({action.encoding})"
     if isinstance(action, WorkmailAction | ConnectAction):
         return f"{type(action).__name__.removesuffix('Action')} (not emulated)"
     raise TypeError(f"unknown action {action!r}")

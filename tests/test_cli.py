@@ -343,3 +343,26 @@ def test_json_logs_carry_the_message_id(write_config, tmp_path):
     assert "time" in printed
     summary = next(r for r in about if r["logger"] == "sesrx.message")
     assert summary["message"].startswith(message_id)
+
+
+def test_check_config_describes_every_kind_of_action(tmp_path):
+    """Each action kind has a line in the summary (none raises)."""
+    path = tmp_path / "sesrx.yaml"
+    topic = "arn:aws:sns:us-east-1:123456789012:mail"
+    path.write_text(
+        "topics: {mail: {}}\n"
+        "rule_set:\n"
+        "  name: every-kind\n"
+        "  rules:\n"
+        "    - name: all\n"
+        "      actions:\n"
+        f"        - sns: {{topic_arn: '{topic}', encoding: Base64}}\n"
+        "        - add_header: {header_name: X-Seen, header_value: '1'}\n"
+        "        - s3: {bucket_name: inbound}\n"
+        "        - stop: {}\n"
+    )
+    result = run("check-config", str(path))
+
+    assert result.returncode == 0, result.stderr
+    assert f"SNS {topic} (Base64)" in result.stdout
+    assert "AddHeader X-Seen: 1" in result.stdout
