@@ -33,7 +33,8 @@ log = logging.getLogger("sesrx.api")
 MESSAGE_ID = re.compile(r"[0-9a-v]{40}")
 # Received bytes kept in memory, all messages together.
 RAW_BUDGET = 64 * 1024 * 1024
-# Events queued for one live listener (the web page) before it is dropped.
+# Events queued for one live listener (the web page); past this many it is
+# told to reload instead.
 STREAM_QUEUE = 1000
 
 
@@ -247,8 +248,9 @@ class Mailbox:
             try:
                 queue.put_nowait(event)
             except asyncio.QueueFull:
-                # A listener that stopped reading; it reconnects and reloads.
-                self._listeners.discard(queue)
+                # A listener that stopped reading: nothing closes its stream,
+                # so rather than drop it, swap its backlog for one reload.
+                _replace_with_reload(queue)
 
     def _keep_raw(self, message_id: str, raw: bytes) -> None:
         if len(raw) > RAW_BUDGET // 4:
@@ -263,6 +265,12 @@ class Mailbox:
         raw = self._raw.pop(message_id, None)
         if raw is not None:
             self._raw_bytes -= len(raw)
+
+
+def _replace_with_reload(queue: asyncio.Queue[dict[str, Any]]) -> None:
+    while not queue.empty():
+        queue.get_nowait()
+    queue.put_nowait({"event": "reload", "data": {}})
 
 
 def read_traces(folder: Path, limit: int) -> list[Entry]:
