@@ -52,6 +52,7 @@ SES_LAMBDA_TIMEOUT = 30.0
 BOUNCE_MODES = ("reject", "dsn")
 INVOCATION_TYPES = ("Event", "RequestResponse")
 TLS_POLICIES = ("Optional", "Require")
+DURABILITY = ("none", "fsync")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ class ServerConfig:
     proxy_protocol: bool = False
     api: ApiConfig | None = field(default_factory=ApiConfig)  # None: no API
     limits: SessionLimits = field(default_factory=SessionLimits)
+    durability: str = "none"  # none | fsync
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from sesrx._reader import Mapping, Node
 from sesrx.aws_import import ip_filters_from_aws, read_json, rule_set_from_aws
 from sesrx.config import (
     BOUNCE_MODES,
+    DURABILITY,
     INVOCATION_TYPES,
     MAX_ACTIONS,
     MAX_IP_FILTERS,
@@ -214,6 +215,7 @@ def _server(node: Node, aws: AwsConfig, base_dir: Path) -> ServerConfig:
             "tls",
             "proxy_protocol",
             "api",
+            "durability",
             *_LIMIT_KEYS,
         }
     )
@@ -244,6 +246,7 @@ def _server(node: Node, aws: AwsConfig, base_dir: Path) -> ServerConfig:
         proxy_protocol=server.flag("proxy_protocol", False),
         api=_api(server.get("api")),
         limits=_limits(server),
+        durability=server.choice("durability", DURABILITY, "none"),
     )
 
 

@@ -40,7 +40,9 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.data_dir = DataDir(config.data_dir)
+        self.data_dir = DataDir(
+            config.data_dir, durable=config.server.durability == "fsync"
+        )
         self.lambdas = LambdaRuntime(self.data_dir, config.server.lambda_timeout)
         self.pipeline = Pipeline(config, self.data_dir, self.lambdas)
         self.handler = SesHandler(self.pipeline)

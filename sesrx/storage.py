@@ -65,15 +65,23 @@ def relative_path_to_key(path: Path) -> str:
 class DataDir:
     """Write sesrx's output files under one folder, and read objects back."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, durable: bool = False) -> None:
         self.root = root
+        self.durable = durable  # flush every file to the disk before answering
         self._tmp = root / ".tmp"
 
     def prepare(self) -> None:
-        """Create the folder tree; raises :class:`StorageError` if it cannot."""
+        """Create the folder tree; raises :class:`StorageError` if it cannot.
+
+        Temporary files left by a server that was killed mid-write are
+        removed: they were never renamed into place, so nobody was told
+        their message was stored.
+        """
         try:
             for name in ("s3", "sns", "traces", "outbox", "logs", ".tmp"):
                 (self.root / name).mkdir(parents=True, exist_ok=True)
+            for leftover in self._tmp.glob(".*.part"):
+                leftover.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create {self.root}: {exc}") from exc
 
@@ -149,10 +157,11 @@ class DataDir:
     async def write_atomic(self, path: Path, parts: list[bytes]) -> None:
         """Write ``parts`` to ``path`` through a temporary file and a rename."""
         try:
-            if sum(map(len, parts)) <= WRITE_ON_LOOP_BYTES:
+            # A flush to the disk takes milliseconds: never on the loop.
+            if not self.durable and sum(map(len, parts)) <= WRITE_ON_LOOP_BYTES:
                 _write_atomic_now(path, parts, self._tmp)
             else:
-                await _write_atomic(path, parts, self._tmp)
+                await _write_atomic(path, parts, self._tmp, self.durable)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc}") from exc
 
@@ -179,23 +188,39 @@ def _raise(exc: OSError) -> None:
 WRITE_ON_LOOP_BYTES = 64 * 1024
 
 
-def _write_atomic_now(path: Path, parts: list[bytes], tmp: Path) -> None:
+def _write_atomic_now(
+    path: Path, parts: list[bytes], tmp: Path, durable: bool = False
+) -> None:
     """Write to a temporary file, then rename it into place.
 
     The temporary file lives in ``.tmp`` so that nobody listing a bucket sees
     it; when the bucket is on another file system (a mounted volume), where a
-    rename cannot cross, it goes beside the target instead.
+    rename cannot cross, it goes beside the target instead. ``durable``
+    flushes the file and then its folder to the disk before returning.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _write_and_rename(path, parts, tmp)
+        _write_and_rename(path, parts, tmp, durable)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        _write_and_rename(path, parts, path.parent)
+        _write_and_rename(path, parts, path.parent, durable)
+    if durable:
+        _sync_folder(path.parent)
 
 
-def _write_and_rename(path: Path, parts: list[bytes], folder: Path) -> None:
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` survive a power loss (fsync of the folder)."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_and_rename(
+    path: Path, parts: list[bytes], folder: Path, durable: bool
+) -> None:
     temporary = folder / f".{uuid.uuid4().hex}.part"
     try:
         try:
@@ -206,6 +231,9 @@ def _write_and_rename(path: Path, parts: list[bytes], folder: Path) -> None:
             stream = temporary.open("wb")
         with stream:
             stream.writelines(parts)
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
