@@ -24,7 +24,7 @@ from sesrx import __version__
 from sesrx.aws_import import ip_filters_from_aws, read_json, rule_set_from_aws
 from sesrx.config import ApiConfig, Config
 from sesrx.errors import ConfigError, SesrxError
-from sesrx.health import probe, url_host
+from sesrx.health import api_address, probe, url_host
 from sesrx.loader import load_config, load_default_config
 from sesrx.log_setup import configure_logging
 from sesrx.server import Server
@@ -142,13 +142,15 @@ def _from_environment() -> Path | None:
 
 
 def _healthcheck(args: argparse.Namespace) -> int:
-    config = load_config(args.config) if args.config else load_default_config()
-    api = config.server.api
-    if api is None and args.api_port is None:
+    # Exit 0 or 1 only: Docker reserves 2, and a bad edit the running server
+    # refused says nothing about its health.
+    address = api_address(args.config)
+    if address is None and args.api_port is None:
         print("sesrx: the configuration turns the HTTP API off", file=sys.stderr)
         return EXIT_START
-    host = api.host if api else "127.0.0.1"
-    port = args.api_port if args.api_port is not None else api.port if api else 0
+    host, port = address or ("127.0.0.1", 0)
+    if args.api_port is not None:
+        port = args.api_port
     ready, answer = probe(host, port, args.timeout)
     print(answer, file=sys.stdout if ready else sys.stderr)
     return EXIT_OK if ready else EXIT_START

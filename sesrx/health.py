@@ -5,8 +5,38 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
-__all__ = ["probe", "url_host"]
+import yaml
+
+__all__ = ["api_address", "probe", "url_host"]
+
+DEFAULT = ("127.0.0.1", 8025)
+
+
+def api_address(path: Path | None) -> tuple[str, int] | None:
+    """Return the API's host and port as a configuration file gives them.
+
+    Only ``server.api`` is read: a health check runs every few seconds and
+    must neither import handlers nor fail on an edit the server refused.
+    None means the configuration turns the API off.
+    """
+    if path is None:
+        return DEFAULT
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return DEFAULT
+    server = document.get("server") if isinstance(document, dict) else None
+    api = server.get("api") if isinstance(server, dict) else None
+    if api is False:
+        return None
+    if not isinstance(api, dict):
+        return DEFAULT
+    host, port = api.get("host", DEFAULT[0]), api.get("port", DEFAULT[1])
+    if not isinstance(host, str) or not isinstance(port, int):
+        return DEFAULT
+    return host, port
 
 
 def url_host(host: str) -> str:

@@ -8,9 +8,8 @@ import logging
 import ssl
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sesrx.api import Api
 from sesrx.buckets import BucketStore
 from sesrx.config import Config
 from sesrx.errors import SesrxError, StartError
@@ -25,6 +24,9 @@ from sesrx.smtp import IDENT, SesHandler, SesSMTP
 from sesrx.storage import DataDir
 from sesrx.tls import server_context
 from sesrx.trace import load_trace, stored_objects
+
+if TYPE_CHECKING:
+    from sesrx.api import Api
 
 __all__ = ["Server"]
 
@@ -50,7 +52,9 @@ class Server:
         self.mailbox = Mailbox(api.max_messages if api else MAX_MESSAGES)
         self.pipeline.on_processed = self._processed
         self.lambdas.on_settled = self.mailbox.settle
-        self.api = Api(self) if api else None
+        # Made at start, after the SMTP port is open: aiohttp takes a while
+        # to import, and mail should not wait for it.
+        self.api: Api | None = None
         self.port: int | None = None
         self.tls_port: int | None = None
         self._listener: asyncio.Server | None = None
@@ -74,7 +78,10 @@ class Server:
         if self.config.source is not None:
             watcher = watch(self.config.source, lambda: self.config, self.apply)
             self._watcher = asyncio.get_running_loop().create_task(watcher)
-        if self.api is not None and server.api is not None:
+        if server.api is not None:
+            from sesrx.api import Api
+
+            self.api = Api(self)
             try:
                 await self.api.start(server.api.host, server.api.port)
             except StartError:

@@ -113,10 +113,11 @@ class Sesrx:
     def __init__(
         self,
         config: Config | Mapping[str, Any] | Path | str | None,
-        data_dir: Path,
-        base_dir: Path | None = None,
+        data_dir: Path | str,
+        base_dir: Path | str | None = None,
     ) -> None:
-        loaded = _load(config, base_dir or Path.cwd())
+        data_dir = Path(data_dir)
+        loaded = _load(config, Path(base_dir) if base_dir else Path.cwd())
         server = loaded.server
         tls = server.tls and dataclasses.replace(
             server.tls, port=None if server.tls.port is None else 0
@@ -186,11 +187,13 @@ class Sesrx:
         can assert on its code.
         """
         if isinstance(message, EmailMessage):
-            data = message.as_bytes()
+            # SMTP wants CRLF line ends; the default policy writes LF.
+            data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
         elif isinstance(message, str):
-            data = message.encode("utf-8")
+            lines = message.replace("\r\n", "\n").split("\n")
+            data = "\r\n".join(lines).encode("utf-8")
         else:
-            data = message
+            data = message  # bytes go as they are, bare LF and all
         sender, recipients = _envelope(data, mail_from, to)
         refused: dict[str, tuple[int, str]] = {}
         with smtplib.SMTP(self.host, self.port, timeout=SMTP_TIMEOUT) as client:
