@@ -22,7 +22,9 @@ __all__ = [
     "REPLY_NO_MAILBOX",
     "REPLY_TLS_REQUIRED",
     "entry_matches",
+    "RecipientIndex",
     "is_verified",
+    "matched_recipients",
     "recipient_reply",
     "refusal_reason",
     "rule_recipients",
@@ -80,14 +82,80 @@ def rule_recipients(
     )
 
 
+class RecipientIndex:
+    """Find the rules whose recipient conditions cover an address.
+
+    Built once per rule set: lookups by address, domain and each parent
+    domain replace a pass over every entry of every rule, so 200 rules and
+    100 recipients cost microseconds. Matches as :func:`entry_matches` does.
+    """
+
+    def __init__(self, rules: tuple[ReceiptRule, ...]) -> None:
+        self._everyone: list[int] = []
+        self._entries: dict[str, list[int]] = {}  # address, domain, or .domain
+        for number, rule in enumerate(rules):
+            if not rule.recipients:
+                self._everyone.append(number)
+            for entry in {entry.lower() for entry in rule.recipients}:
+                self._entries.setdefault(entry, []).append(number)
+
+    def rules_for(self, address: str) -> set[int]:
+        """Return the numbers of the rules whose conditions cover ``address``."""
+        local, _, domain = address.lower().rpartition("@")
+        found = set(self._everyone)
+        keys = [f"{local}@{domain}", domain]
+        base = local.split("+", 1)[0]
+        if base != local:  # user+tag@ is covered by user@
+            keys.append(f"{base}@{domain}")
+        dot = domain.find(".")
+        while dot >= 0:  # .example.com covers every subdomain of example.com
+            keys.append(domain[dot:])
+            dot = domain.find(".", dot + 1)
+        for key in keys:
+            found.update(self._entries.get(key, ()))
+        return found
+
+
+_INDEXES: dict[int, tuple[RuleSet, RecipientIndex]] = {}
+
+
+def index_of(rule_set: RuleSet) -> RecipientIndex:
+    """Return the recipient index of a rule set, built on first use."""
+    cached = _INDEXES.get(id(rule_set))
+    if cached is not None and cached[0] is rule_set:
+        return cached[1]
+    index = RecipientIndex(rule_set.rules)
+    if len(_INDEXES) > 16:  # a few configurations live at once, at most
+        _INDEXES.clear()
+    _INDEXES[id(rule_set)] = (rule_set, index)
+    return index
+
+
+def matched_recipients(
+    rule_set: RuleSet, recipients: tuple[str, ...], verified: tuple[str, ...] | None
+) -> list[tuple[str, ...]]:
+    """Return, for each rule, the recipients it applies to, in envelope order.
+
+    Disabled rules are matched too; the caller decides what they do.
+    """
+    index = index_of(rule_set)
+    matched: list[list[str]] = [[] for _ in rule_set.rules]
+    for address in recipients:
+        if "@" in address and is_verified(address, verified):
+            for number in index.rules_for(address):
+                matched[number].append(address)
+    return [tuple(addresses) for addresses in matched]
+
+
 def recipient_reply(
     rule_set: RuleSet, verified: tuple[str, ...] | None, address: str, tls: bool
 ) -> str | None:
     """Return the refusal for a RCPT TO address, or None to accept it."""
+    matched = matched_recipients(rule_set, (address,), verified)
     rules = [
         rule
-        for rule in rule_set.rules
-        if rule.enabled and rule_recipients(rule, (address,), verified)
+        for rule, addresses in zip(rule_set.rules, matched, strict=True)
+        if rule.enabled and addresses
     ]
     if not rules:
         return REPLY_NO_MAILBOX
@@ -116,13 +184,14 @@ async def run_rule_set(
 ) -> None:
     """Run every matching rule in order until one stops the rule set."""
     verified = services.config.verified_domains
+    matched = matched_recipients(rule_set, delivery.message.recipients, verified)
     stopped = False
     for number, rule in enumerate(rule_set.rules):
         trace = RuleTrace(rule.name)
         delivery.trace.rules.append(trace)
         recipients: tuple[str, ...] = ()
         if rule.enabled and not stopped:
-            recipients = rule_recipients(rule, delivery.message.recipients, verified)
+            recipients = matched[number]
         if not recipients:
             trace.status = _why_not(rule, stopped)
             _not_run(rule.actions, trace, "not run")

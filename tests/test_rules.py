@@ -12,6 +12,7 @@ from sesrx.rules import (
     REPLY_TLS_REQUIRED,
     entry_matches,
     is_verified,
+    matched_recipients,
     recipient_reply,
     rule_recipients,
 )
@@ -120,3 +121,36 @@ def test_recipient_reply():
         recipient_reply(rules, ("example.org",), "bob@example.com", tls=False)
         == REPLY_NO_MAILBOX
     )
+
+
+small_label = st.sampled_from(["a", "b", "example", "mail", "x-y"])
+small_domain = st.lists(small_label, min_size=1, max_size=3).map(".".join)
+small_local = st.sampled_from(["bob", "bob+tag", "alice", "b+", "+x", "Bob"])
+entry = st.one_of(
+    st.builds(lambda local, domain: f"{local}@{domain}", small_local, small_domain),
+    small_domain,
+    small_domain.map(lambda domain: "." + domain),
+)
+
+
+@given(
+    entries=st.lists(st.lists(entry, max_size=4), min_size=1, max_size=8),
+    addresses=st.lists(
+        st.builds(lambda local, domain: f"{local}@{domain}", small_local, small_domain)
+        | small_domain,
+        max_size=6,
+    ),
+    verified=st.none() | st.lists(small_domain, max_size=2).map(tuple),
+)
+def test_the_index_matches_as_every_rule_would_one_by_one(entries, addresses, verified):
+    """matched_recipients gives what rule_recipients gives for each rule."""
+    rules = tuple(
+        ReceiptRule(name=f"r{n}", recipients=tuple(e.lower() for e in group))
+        for n, group in enumerate(entries)
+    )
+    rule_set = RuleSet(name="s", rules=rules)
+    recipients = tuple(addresses)
+
+    assert matched_recipients(rule_set, recipients, verified) == [
+        rule_recipients(rule, recipients, verified) for rule in rules
+    ]
