@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from sesrx.scan import EICAR, GTUBE, scan
+from sesrx.scan import EICAR, GTUBE, PIECE, scan
 
 from helpers import call, make_message, read_calls, rule, rule_set, send
 
@@ -80,3 +80,33 @@ def test_verdicts_reach_handlers_unless_scanning_is_off(write_config, serve, tmp
     assert scanned["virusVerdict"] == {"status": "FAIL"}
     assert unscanned["spamVerdict"] == {"status": "DISABLED"}
     assert unscanned["virusVerdict"] == {"status": "DISABLED"}
+
+
+@pytest.mark.parametrize("shift", [-67, -34, -1, 0])
+def test_a_string_across_two_decoded_pieces_is_found(shift):
+    """EICAR split by the piece boundary of a large attachment still counts."""
+    # base64 lines of 76 characters and CRLF hold 57 bytes each; the first
+    # piece ends after the last whole line within PIECE bytes.
+    boundary = PIECE // 78 * 57
+    filler = b"\0" * (boundary + shift)
+    raw = attachment(filler + EICAR + b"\0" * 1000)
+
+    assert scan(raw).virus == "FAIL"
+
+
+def test_quoted_printable_and_odd_base64_lines_are_decoded():
+    """QP soft breaks and base64 lines of any length are read through."""
+    qp = attachment(b"", encoding="quoted-printable").replace(
+        b"\r\n\r\n\r\n--xx--",
+        b"\r\n\r\n" + GTUBE[:30] + b"=\r\n" + GTUBE[30:] + b"\r\n--xx--",
+    )
+    encoded = base64.b64encode(b"x" * 7 + EICAR)
+    odd = attachment(b"", encoding="base64").replace(
+        b"\r\n\r\n\r\n--xx--",
+        b"\r\n\r\n"
+        + b"\r\n".join(encoded[n : n + 7] for n in range(0, len(encoded), 7))
+        + b"\r\n--xx--",
+    )
+
+    assert scan(qp).spam == "FAIL"
+    assert scan(odd).virus == "FAIL"
