@@ -125,7 +125,7 @@ class SesHandler:
         content = envelope.original_content
         if content is None:
             content = envelope.content if isinstance(envelope.content, bytes) else b""
-        if _bare_line_break(content):
+        if await _has_bare_line_break(content):
             log.info("%s refused a message with a bare CR or LF", _peer(session))
             return REPLY_BARE_LINE_BREAK
         limits = self.pipeline.config.server.limits
@@ -272,9 +272,36 @@ def _uses_tls(server: SMTP, session: Session) -> bool:
     return session.ssl is not None or bool(implicit)
 
 
-def _bare_line_break(content: bytes) -> bool:
-    pairs = content.count(b"\r\n")
-    return content.count(b"\n") != pairs or content.count(b"\r") != pairs
+# Larger messages are checked on a worker thread, a slice at a time, so
+# that counting 40 MB never holds the event loop for long.
+CHECK_ON_LOOP_BYTES = 64 * 1024
+_SLICE = 1024 * 1024
+
+
+async def _has_bare_line_break(content: bytes) -> bool:
+    if len(content) <= CHECK_ON_LOOP_BYTES:
+        return _bare_line_break(content, 0, len(content))
+    return await asyncio.to_thread(_bare_line_break_in_slices, content)
+
+
+def _bare_line_break_in_slices(content: bytes) -> bool:
+    start = 0
+    while start < len(content):
+        # Each slice ends just after an LF, so no CRLF pair is cut in two.
+        newline = content.find(b"\n", start + _SLICE)
+        end = len(content) if newline < 0 else newline + 1
+        if _bare_line_break(content, start, end):
+            return True
+        start = end
+    return False
+
+
+def _bare_line_break(content: bytes, start: int, end: int) -> bool:
+    pairs = content.count(b"\r\n", start, end)
+    return (
+        content.count(b"\n", start, end) != pairs
+        or content.count(b"\r", start, end) != pairs
+    )
 
 
 def _has_control(address: str) -> bool:
