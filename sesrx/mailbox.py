@@ -162,14 +162,14 @@ class Mailbox:
             oldest, _ = self._entries.popitem(last=False)
             self._drop_raw(oldest)
         self._keep_raw(entry.message_id, raw)
-        self._announce("message", entry.summary())
+        self._announce("message", entry)
 
     def settle(self, message_id: str) -> None:
         """Note that a message's background Lambda calls have all ended."""
         entry = self._entries.get(message_id)
         if entry is not None and entry.pending:
             entry.pending = 0
-            self._announce("message", entry.summary())
+            self._announce("message", entry)
 
     def get(self, message_id: str) -> Entry | None:
         """Return the entry of ``message_id``, if it is remembered."""
@@ -216,7 +216,7 @@ class Mailbox:
         self._entries.clear()
         self._raw.clear()
         self._raw_bytes = 0
-        self._announce("clear", {})
+        self._announce("clear")
 
     def listen(self) -> asyncio.Queue[dict[str, Any]]:
         """Return a queue that receives every change from now on."""
@@ -236,13 +236,16 @@ class Mailbox:
         self._entries = OrderedDict(
             (entry.message_id, entry) for entry in [*older, *current][-self.limit :]
         )
-        self._announce("reload", {})
+        self._announce("reload")
         return older
 
-    def _announce(self, kind: str, data: dict[str, Any]) -> None:
+    def _announce(self, kind: str, entry: Entry | None = None) -> None:
         # Wake every waiter; each checks again whether it has enough.
         self._changed.set()
         self._changed = asyncio.Event()
+        if not self._listeners:
+            return  # no page open: no summary to build
+        data = entry.summary() if entry is not None else {}
         event = {"event": kind, "data": data}
         for queue in list(self._listeners):
             try:

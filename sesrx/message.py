@@ -159,6 +159,8 @@ def subject_of(headers: tuple[Header, ...]) -> str:
     """Return the first Subject field, with encoded words decoded."""
     for header in headers:
         if header.name.lower() == "subject":
+            if "=?" not in header.value:
+                return header.value  # no encoded words (RFC 2047) to decode
             try:
                 return str(make_header(decode_header(header.value)))
             except (ValueError, LookupError, UnicodeError):
