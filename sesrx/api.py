@@ -21,6 +21,7 @@ Lists are bounded by ``limit`` (at most 1000) and read no message bodies.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -49,8 +51,13 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
 MAX_WAIT = 600.0
 DEFAULT_WAIT = 30.0
+MAX_WAITS = 64  # waits open at once
 # Seconds between keep-alive comments on the event stream.
 STREAM_PING = 15.0
+# ASCII digits only: int() and float() also take other scripts' digits,
+# "nan" and "inf".
+_WHOLE = re.compile(r"-?[0-9]{1,18}")
+_NUMBER = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,9})?")
 _OUTBOX_NAME = re.compile(r"[0-9a-v]{40}-[0-9]+\.eml")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -68,10 +75,14 @@ class Api:
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._streams: set[web.StreamResponse] = set()
+        self._waiting = 0
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port`` (0 for a free port)."""
-        app = web.Application(middlewares=[_errors_as_json])
+        middlewares = [_errors_as_json]
+        if _is_loopback(host):
+            middlewares.insert(0, _local_names_only)
+        app = web.Application(middlewares=middlewares)
         app.add_routes(
             [
                 web.get("/", self.page),
@@ -90,7 +101,11 @@ class Api:
             ]
         )
         # No access log: one line per request would drown the message lines.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        # A client that hangs up ends its request's handler: a wait it gave
+        # up on must not run on until its timeout.
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:
@@ -191,7 +206,17 @@ class Api:
         query = _query(request)
         count = _integer(request, "count", 1, 1, MAX_LIMIT)
         timeout = _number(request, "timeout", DEFAULT_WAIT, MAX_WAIT)
-        enough, done = await self.server.mailbox.wait(query, count, timeout)
+        if self._waiting >= MAX_WAITS:
+            # Each wait looks through the list at every change.
+            return web.json_response(
+                {"error": f"{MAX_WAITS} waits are open already; try again later"},
+                status=503,
+            )
+        self._waiting += 1
+        try:
+            enough, done = await self.server.mailbox.wait(query, count, timeout)
+        finally:
+            self._waiting -= 1
         body = {
             "count": len(done),
             "wanted": count,
@@ -279,6 +304,37 @@ class Api:
 
 
 @web.middleware
+async def _local_names_only(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """Refuse requests addressed to another name (DNS rebinding).
+
+    A web page elsewhere can make a browser's name for it point to
+    127.0.0.1, then read mail or empty the data folder from its own origin;
+    such requests still carry that name in Host.
+    """
+    try:
+        name = urlsplit(f"//{request.host}").hostname or ""
+    except ValueError:  # such as an unclosed "[" in the Host header
+        name = request.host
+    if not (_is_loopback(name) or name.endswith(".localhost")):
+        return web.json_response(
+            {"error": f"this API answers to localhost only, not to {name!r}"},
+            status=421,
+        )
+    return await handler(request)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
 async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
@@ -303,10 +359,8 @@ def _query(request: web.Request) -> Query:
 
 def _since(text: str) -> float:
     """Read ``since``: seconds since the epoch, or an ISO 8601 time."""
-    try:
+    if _NUMBER.fullmatch(text):
         return float(text)
-    except ValueError:
-        pass
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -322,10 +376,9 @@ def _integer(request: web.Request, name: str, default: int, low: int, high: int)
     text = request.query.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadQueryError(f"{name}: expected a whole number, got {text!r}") from None
+    if not _WHOLE.fullmatch(text):
+        raise BadQueryError(f"{name}: expected a whole number, got {text!r}")
+    value = int(text)
     if not low <= value <= high:
         raise BadQueryError(f"{name}: expected {low} to {high}, got {value}")
     return value
@@ -335,13 +388,10 @@ def _number(request: web.Request, name: str, default: float, high: float) -> flo
     text = request.query.get(name)
     if text is None:
         return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadQueryError(
-            f"{name}: expected a number of seconds, got {text!r}"
-        ) from None
-    if not 0 <= value <= high:  # also refuses nan
+    if not _NUMBER.fullmatch(text):
+        raise BadQueryError(f"{name}: expected a number of seconds, got {text!r}")
+    value = float(text)
+    if not 0 <= value <= high:
         raise BadQueryError(f"{name}: expected 0 to {high:g} seconds, got {text}")
     return value
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 __all__ = ["api_address", "probe", "url_host"]
 
 DEFAULT = ("127.0.0.1", 8025)
+MAX_ANSWER = 64 * 1024  # bytes of /readyz read, at most
 
 
 def api_address(path: Path | None) -> tuple[str, int] | None:
@@ -25,7 +28,7 @@ def api_address(path: Path | None) -> tuple[str, int] | None:
         return DEFAULT
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return DEFAULT
     server = document.get("server") if isinstance(document, dict) else None
     api = server.get("api") if isinstance(server, dict) else None
@@ -49,13 +52,33 @@ def url_host(host: str) -> str:
 
 
 def probe(host: str, port: int, timeout: float) -> tuple[bool, str]:
-    """GET ``/readyz``; return whether the server is ready and what it said."""
+    """GET ``/readyz``; return whether the server said ready, and what it said.
+
+    The whole exchange must end within ``timeout`` seconds, whatever the
+    other end sends (or trickles).
+    """
     url = f"http://{url_host(host)}:{port}/readyz"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return False, f"{url}: {exc.code} {exc.reason}"
-    except (OSError, ValueError) as exc:
-        return False, f"{url}: {getattr(exc, 'reason', None) or exc}"
-    return True, f"{url}: {body.get('status')} ({body.get('smtp')})"
+    outcome: dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                outcome["body"] = json.loads(response.read(MAX_ANSWER))
+        except urllib.error.HTTPError as exc:
+            outcome["error"] = f"{exc.code} {exc.reason}"
+        except Exception as exc:  # whatever a wrong server sends, say so
+            outcome["error"] = (
+                str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+            )
+
+    asking = threading.Thread(target=ask, name="sesrx-healthcheck", daemon=True)
+    asking.start()
+    asking.join(timeout)
+    if asking.is_alive():
+        return False, f"{url}: no answer within {timeout:g} s"
+    if "error" in outcome:
+        return False, f"{url}: {outcome['error']}"
+    body = outcome["body"]
+    if not isinstance(body, dict) or body.get("status") != "ready":
+        return False, f"{url}: not ready: {json.dumps(body)[:200]}"
+    return True, f"{url}: ready ({body.get('smtp')})"

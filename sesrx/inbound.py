@@ -60,6 +60,7 @@ class Delivery:
     trace_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     trace_version: int = 0  # changes asked to be saved
     trace_saved: int = 0  # the last of them on disk
+    generation: int = 0  # of the data folder, which a clear starts anew
 
     def add_header(self, header: Header) -> None:
         """Prepend a header that later actions and rules see."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -16,7 +17,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from sesrx.lambda_logs import current
 
-__all__ = ["MessageTag", "configure_logging", "current_message"]
+__all__ = ["MessageTag", "TextFormatter", "configure_logging", "current_message"]
 
 current_message: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "sesrx_message", default=None
@@ -48,6 +49,25 @@ class MessageTag(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """The text format, with control characters shown as escapes.
+
+    What a handler prints comes from the message it handles: an escape
+    sequence could rewrite the terminal line, and a line break could start
+    a line that looks like sesrx's own.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        text = super().formatMessage(record)
+        unsafe = _CONTROL_AND_BREAK if getattr(record, "function", None) else _CONTROL
+        return unsafe.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+# Control characters but tab and line feed; then line feed too.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL_AND_BREAK = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def configure_logging(verbose: bool, form: str = "text") -> None:
     """Send log records to stderr in ``form`` (``text`` or ``json``)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -62,7 +82,7 @@ def configure_logging(verbose: bool, form: str = "text") -> None:
             )
         )
     else:
-        handler.setFormatter(logging.Formatter(_TEXT, "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(TextFormatter(_TEXT, "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.WARNING)

@@ -16,13 +16,14 @@ import logging
 import os
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sesrx.errors import describe_error
 from sesrx.trace import MessageTrace
 
 __all__ = ["MESSAGE_ID", "Entry", "Mailbox", "Query", "read_traces"]
@@ -36,6 +37,14 @@ RAW_BUDGET = 64 * 1024 * 1024
 # Events queued for one live listener (the web page); past this many it is
 # told to reload instead.
 STREAM_QUEUE = 1000
+# Changes remembered for waits; one that falls further behind looks again.
+CHANGES_KEPT = 4096
+# Characters of a subject kept in the list (the trace file has all of it).
+SUBJECT_KEPT = 500
+# Memory for entries, all together; the oldest go first past it.
+ENTRY_BUDGET = 64 * 1024 * 1024
+# Trace files larger than this are not read back at start.
+TRACE_READ_LIMIT = 4 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -52,6 +61,12 @@ class Entry:
     reply: str
     rules: tuple[str, ...]  # names of the rules that matched
     pending: int = 0  # background Lambda calls still running
+
+    @property
+    def weight(self) -> int:
+        """Return roughly how many bytes the entry holds."""
+        texts = (self.subject, self.mail_from, self.reply, *self.recipients)
+        return 400 + sum(len(text) + 50 for text in texts)
 
     @property
     def done(self) -> bool:
@@ -82,7 +97,7 @@ class Entry:
             timestamp=datetime.fromisoformat(trace.received_at).timestamp(),
             mail_from=envelope["mail_from"],
             recipients=tuple(envelope["rcpt_tos"]),
-            subject=envelope["subject"],
+            subject=_shorten(envelope["subject"]),
             size=envelope["size"],
             reply=trace.reply,
             rules=tuple(rule.name for rule in trace.rules if rule.status == "matched"),
@@ -90,24 +105,56 @@ class Entry:
         )
 
     @classmethod
-    def from_trace(cls, trace: dict[str, Any], pending: int = 0) -> Entry:
-        """Build an entry from a trace as :meth:`MessageTrace.as_dict` gives it."""
-        envelope = trace["envelope"]
-        received_at = trace["received_at"]
+    def from_trace(cls, trace: Any, pending: int = 0) -> Entry:
+        """Build an entry from a trace file; ValueError if it is not one.
+
+        Trace files of an earlier run are read back at start, and anyone
+        who can write the data folder can put anything there.
+        """
+        if not isinstance(trace, dict):
+            raise ValueError("not a JSON object")
+        envelope = _member(trace, "envelope", dict)
+        message_id = _member(trace, "message_id", str)
+        if not MESSAGE_ID.fullmatch(message_id):
+            raise ValueError(f"not a message id: {message_id[:60]!r}")
+        received_at = _member(trace, "received_at", str)
+        recipients = _member(envelope, "rcpt_tos", list)
+        rules = _member(trace, "rules", list)
+        size = envelope.get("size", 0)
+        if not all(isinstance(r, str) for r in recipients):
+            raise ValueError("rcpt_tos: expected addresses")
+        if not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) for r in rules
+        ):
+            raise ValueError("rules: expected rules with names")
+        if type(size) is not int:
+            raise ValueError("size: expected a whole number")
         return cls(
-            message_id=trace["message_id"],
+            message_id=message_id,
             received_at=received_at,
             timestamp=datetime.fromisoformat(received_at).timestamp(),
-            mail_from=envelope["mail_from"],
-            recipients=tuple(envelope["rcpt_tos"]),
-            subject=envelope.get("subject", ""),
-            size=envelope.get("size", 0),
-            reply=trace.get("reply", ""),
-            rules=tuple(
-                rule["name"] for rule in trace["rules"] if rule["status"] == "matched"
-            ),
+            mail_from=_member(envelope, "mail_from", str),
+            recipients=tuple(recipients),
+            subject=_shorten(envelope.get("subject", "")),
+            size=size,
+            reply=_member(trace, "reply", str),
+            rules=tuple(r["name"] for r in rules if r.get("status") == "matched"),
             pending=pending,
         )
+
+
+def _member(mapping: dict[str, Any], key: str, kind: type) -> Any:
+    value = mapping.get(key)
+    if not isinstance(value, kind):
+        raise ValueError(f"{key}: expected {kind.__name__}")
+    return value
+
+
+def _shorten(subject: Any) -> str:
+    """Return at most SUBJECT_KEPT characters of a subject, for the list."""
+    if not isinstance(subject, str):
+        return ""
+    return subject if len(subject) <= SUBJECT_KEPT else subject[:SUBJECT_KEPT] + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +196,12 @@ class Mailbox:
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._raw: OrderedDict[str, bytes] = OrderedDict()
         self._raw_bytes = 0
+        self._entry_bytes = 0
         self._changed = asyncio.Event()
+        # Recent changes, numbered, for waits to catch up with.
+        self._sequence = 0
+        self._epoch = 0
+        self._changes: deque[tuple[int, Entry]] = deque(maxlen=CHANGES_KEPT)
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
 
     def __len__(self) -> int:
@@ -158,11 +210,18 @@ class Mailbox:
     def add(self, entry: Entry, raw: bytes) -> None:
         """Record a message whose reply has been given."""
         self._entries[entry.message_id] = entry
-        while len(self._entries) > self.limit:
-            oldest, _ = self._entries.popitem(last=False)
-            self._drop_raw(oldest)
+        self._entry_bytes += entry.weight
+        self._trim()
         self._keep_raw(entry.message_id, raw)
         self._announce("message", entry)
+
+    def _trim(self) -> None:
+        # Bounded in number and in memory: a flood of messages with long
+        # subjects or a thousand recipients each must not grow without end.
+        while len(self._entries) > self.limit or self._entry_bytes > ENTRY_BUDGET:
+            oldest_id, oldest = self._entries.popitem(last=False)
+            self._entry_bytes -= oldest.weight
+            self._drop_raw(oldest_id)
 
     def settle(self, message_id: str) -> None:
         """Note that a message's background Lambda calls have all ended."""
@@ -201,19 +260,47 @@ class Mailbox:
         oldest first.
         """
         deadline = time.monotonic() + timeout
+        found: dict[str, Entry] = {}
+        epoch, seen = -1, 0
         while True:
-            done = [entry for entry in self.newest(query) if entry.done]
-            done.reverse()
+            # After the first look, only what changed since is looked at:
+            # each change wakes every wait.
+            if epoch != self._epoch or not self._remembers(seen):
+                found = {e.message_id: e for e in self.newest(query) if e.done}
+            else:
+                for entry in self._changed_since(seen):
+                    if entry.done and query.matches(entry):
+                        found[entry.message_id] = entry
+            epoch, seen = self._epoch, self._sequence
             left = deadline - time.monotonic()
-            if len(done) >= count or left <= 0:
-                return len(done) >= count, done
+            if len(found) >= count or left <= 0:
+                done = sorted(found.values(), key=lambda entry: entry.timestamp)
+                return len(found) >= count, done
             changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), left)
 
+    def pending(self, query: Query) -> int:
+        """Return how many matching messages still have background calls running."""
+        return sum(1 for entry in self.newest(query) if not entry.done)
+
+    def _remembers(self, seen: int) -> bool:
+        if seen == self._sequence:
+            return True
+        return bool(self._changes) and self._changes[0][0] <= seen + 1
+
+    def _changed_since(self, seen: int) -> list[Entry]:
+        changed = []
+        for sequence, entry in reversed(self._changes):
+            if sequence <= seen:
+                break
+            changed.append(entry)
+        return changed
+
     def clear(self) -> None:
         """Forget every message."""
         self._entries.clear()
+        self._entry_bytes = 0
         self._raw.clear()
         self._raw_bytes = 0
         self._announce("clear")
@@ -234,12 +321,19 @@ class Mailbox:
         known = {entry.message_id for entry in current}
         older = [entry for entry in entries if entry.message_id not in known]
         self._entries = OrderedDict(
-            (entry.message_id, entry) for entry in [*older, *current][-self.limit :]
+            (entry.message_id, entry) for entry in [*older, *current]
         )
+        self._entry_bytes = sum(entry.weight for entry in self._entries.values())
+        self._trim()
         self._announce("reload")
         return older
 
     def _announce(self, kind: str, entry: Entry | None = None) -> None:
+        if entry is None:
+            self._epoch += 1  # cleared or reloaded: waits look at everything
+        else:
+            self._sequence += 1
+            self._changes.append((self._sequence, entry))
         # Wake every waiter; each checks again whether it has enough.
         self._changed.set()
         self._changed = asyncio.Event()
@@ -277,14 +371,21 @@ def _replace_with_reload(queue: asyncio.Queue[dict[str, Any]]) -> None:
 
 
 def read_traces(folder: Path, limit: int) -> list[Entry]:
-    """Read the newest ``limit`` trace files in ``folder``, oldest first."""
+    """Read the newest ``limit`` trace files in ``folder``, oldest first.
+
+    Only regular files of a sensible size are read (not links, pipes or
+    devices), and a file that is not a trace is skipped with a warning.
+    """
     try:
         with os.scandir(folder) as scan:
             files = [
-                (item.stat().st_mtime, item.path)
+                (stat.st_mtime, item.path)
                 for item in scan
                 if item.name.endswith(".json")
                 and MESSAGE_ID.fullmatch(item.name[: -len(".json")])
+                and item.is_file(follow_symlinks=False)
+                and (stat := item.stat(follow_symlinks=False)).st_size
+                <= TRACE_READ_LIMIT
             ]
     except OSError:
         return []
@@ -294,7 +395,7 @@ def read_traces(folder: Path, limit: int) -> list[Entry]:
         try:
             with open(path, "rb") as stream:
                 entries.append(Entry.from_trace(json.load(stream)))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("skipping unreadable trace %s: %s", path, exc)
+        except (OSError, ValueError, RecursionError, MemoryError) as exc:
+            log.warning("skipping trace %s: %s", path, describe_error(exc))
     entries.sort(key=lambda entry: entry.timestamp)
     return entries

@@ -162,7 +162,10 @@ def subject_of(headers: tuple[Header, ...]) -> str:
             if "=?" not in header.value:
                 return header.value  # no encoded words (RFC 2047) to decode
             try:
-                return str(make_header(decode_header(header.value)))
+                decoded = str(make_header(decode_header(header.value)))
             except (ValueError, LookupError, UnicodeError):
                 return header.value
+            # An encoded word can decode to a lone surrogate ("=?utf-7?...");
+            # it cannot be written as UTF-8, so it becomes U+FFFD.
+            return decoded.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -70,27 +70,57 @@ class Pipeline:
         self.lambdas = lambdas
         self._dkim_slots = asyncio.Semaphore(DKIM_AT_ONCE)
         self._publisher: Publisher | None = None
+        self.generation = 0
+        self._open = asyncio.Event()
+        self._open.set()
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        self._busy = 0
         # Told of every message once it has its reply (the HTTP API listens).
         self.on_processed: Callable[[Delivery], None] | None = None
         self._buckets = BucketStore(data_dir, config.buckets)
 
     async def receive(self, arrival: Arrival) -> str:
         """Process one message and return the reply to DATA."""
+        await self._open.wait()  # not while the data folder is being emptied
+        self._busy += 1
+        self._quiet.clear()
         # The rule set as it was when the recipients were accepted: a reload
         # during the transaction applies from the next message.
         config = arrival.config or self.config
-        message = await self._inbound(arrival, config)
-        # Every line logged from here on, here or in a handler, names the id.
-        tagged = current_message.set(message.message_id)
         try:
-            return await self._receive(message, config)
+            message = await self._inbound(arrival, config)
+            # Every line logged from here on, here or in a handler, names the id.
+            tagged = current_message.set(message.message_id)
+            try:
+                return await self._receive(message, config)
+            finally:
+                current_message.reset(tagged)
         finally:
-            current_message.reset(tagged)
+            self._busy -= 1
+            if not self._busy:
+                self._quiet.set()
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """Hold new messages back, and wait for those being processed.
+
+        Messages processed before the pause belong to an older generation:
+        background handlers that end afterwards no longer write their trace.
+        """
+        self._open.clear()
+        try:
+            await self._quiet.wait()
+            self.generation += 1
+            yield
+        finally:
+            self._open.set()
 
     async def _receive(self, message: InboundMessage, config: Config) -> str:
         delivery = Delivery(
             message, ses_headers(message, config.server.hostname), _trace(message)
         )
+        delivery.generation = self.generation
         services = Services(
             config,
             self.data_dir,
@@ -146,6 +176,8 @@ class Pipeline:
         background handlers finish at once, the trace is written a few
         times, not once per handler.
         """
+        if delivery.generation != self.generation:
+            return  # forgotten by a clear of the data folder
         delivery.trace_version += 1
         wanted = delivery.trace_version
         await asyncio.sleep(0)  # let other changes due now join this write

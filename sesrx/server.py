@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,9 @@ log = logging.getLogger("sesrx.server")
 PROXY_TIMEOUT = 5.0
 # Messages remembered when the API is off (for wait_for in-process).
 MAX_MESSAGES = 10_000
+# What a bucket name may be (S3's naming rules, simplified): trace files are
+# read back, and one that names "/etc" must not make the API read there.
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class Server:
@@ -124,6 +128,8 @@ class Server:
         """
         buckets = self.buckets
         for bucket, key in stored_objects(await self.message_trace(message_id)):
+            if not BUCKET_NAME.fullmatch(bucket):
+                continue  # not written by sesrx: S3 names never hold "/" or ".."
             where = f"s3://{bucket}/{key}"
             if buckets.is_remote(bucket):
                 with contextlib.suppress(SesrxError):  # gone, or store down
@@ -141,10 +147,11 @@ class Server:
         The setup notifications are written again, as they would stand in
         a bucket whose rules have just been saved.
         """
-        self.mailbox.clear()
-        self.lambdas.invocations.clear()
-        removed = await asyncio.to_thread(self.data_dir.empty)
-        await write_setup_notifications(self.config, self.buckets)
+        async with self.pipeline.paused():
+            self.mailbox.clear()
+            self.lambdas.invocations.clear()
+            removed = await asyncio.to_thread(self.data_dir.empty)
+            await write_setup_notifications(self.config, self.buckets)
         return removed
 
     async def apply(self, config: Config) -> None:

@@ -152,7 +152,13 @@ class DataDir:
         """Write ``document`` as indented JSON, atomically."""
         # Compact: json's C encoder is only used without indent.
         text = json.dumps(document, ensure_ascii=False) + "\n"
-        await self.write_atomic(path, [text.encode("utf-8")])
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (decoded from a hostile header) has no UTF-8
+            # form; JSON escapes carry it.
+            data = (json.dumps(document) + "\n").encode("ascii")
+        await self.write_atomic(path, [data])
 
     async def write_atomic(self, path: Path, parts: list[bytes]) -> None:
         """Write ``parts`` to ``path`` through a temporary file and a rename."""

@@ -236,10 +236,17 @@ class Sesrx:
                 for name, value in (("recipient", recipient), ("sender", sender))
                 if value
             )
+
+            async def running() -> int:
+                return self.server.mailbox.pending(query)
+
+            busy = self._call(running())
+            still = f"; {busy} more still running background handlers" if busy else ""
             raise TimeoutError(
                 f"waited {timeout:g} s for {count} message(s)"
-                f"{' (' + wanted + ')' if wanted else ''}; {len(found)} arrived: "
+                f"{' (' + wanted + ')' if wanted else ''}; {len(found)} done: "
                 + (", ".join(f"{m.id} {m.reply!r}" for m in found) or "none")
+                + still
             )
         return found
 

@@ -128,17 +128,26 @@ def load_trace(path: Path) -> dict[str, Any] | None:
 
 
 def _actions(trace: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if trace is None:
+    """Return every action of a trace file that has a type and a detail."""
+    if not isinstance(trace, dict) or not isinstance(trace.get("rules"), list):
         return []
-    return [action for rule in trace["rules"] for action in rule["actions"]]
+    return [
+        action
+        for rule in trace["rules"]
+        if isinstance(rule, dict) and isinstance(rule.get("actions"), list)
+        for action in rule["actions"]
+        if isinstance(action, dict) and isinstance(action.get("detail"), dict)
+    ]
 
 
 def stored_objects(trace: dict[str, Any] | None) -> list[tuple[str, str]]:
     """Return bucket and key of each object S3 actions stored, from a trace file."""
     return [
-        (action["detail"]["bucket_name"], action["detail"]["object_key"])
+        (detail["bucket_name"], detail["object_key"])
         for action in _actions(trace)
-        if action["type"] == "S3" and "object_key" in action["detail"]
+        if action.get("type") == "S3"
+        and isinstance((detail := action["detail"]).get("bucket_name"), str)
+        and isinstance(detail.get("object_key"), str)
     ]
 
 
@@ -147,5 +156,5 @@ def lambda_actions(trace: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [
         action
         for action in _actions(trace)
-        if action["type"] == "Lambda" and "event" in action["detail"]
+        if action.get("type") == "Lambda" and "event" in action["detail"]
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -351,3 +352,123 @@ def test_api_can_be_turned_off(write_config, serve):
     server = serve(path)
     assert server.server.api_port is None
     assert send(server.port, make_message()).code == 250
+
+
+def test_a_subject_that_decodes_to_a_lone_surrogate_is_stored(server, tmp_path):
+    """=?utf-7?...?= can decode to half a character; the message still gets 250."""
+    sent = send(
+        server.port,
+        make_message(subject="=?utf-7?q?+2AA-?="),
+        ["billing@example.com"],
+    )
+    assert sent.code == 250
+
+    status, body, _ = request(server, f"/api/messages/{sent.message_id}")
+    assert status == 200
+    assert body["subject"] == "\ufffd"
+    assert body["trace"]["reply"] == f"250 OK {sent.message_id}"
+
+
+def test_another_host_name_is_refused(server):
+    """DNS rebinding: a request naming another host gets 421, localhost 200."""
+    url = f"http://127.0.0.1:{server.server.api_port}/api/messages"
+    for host, expected in (
+        ("attacker.example", 421),
+        (f"attacker.example:{server.server.api_port}", 421),
+        (f"localhost:{server.server.api_port}", 200),
+        (f"[::1]:{server.server.api_port}", 200),
+        ("app.localhost", 200),
+    ):
+        request_ = urllib.request.Request(url, headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request_, timeout=10) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        assert status == expected, host
+
+
+def test_a_wait_whose_client_hangs_up_ends(server):
+    """The server stops waiting for a client that has gone."""
+    api = server.server.api
+    with socket.create_connection(("127.0.0.1", server.server.api_port)) as client:
+        client.sendall(
+            b"GET /api/wait?recipient=nobody@example.com&timeout=600 HTTP/1.1\r\n"
+            b"Host: localhost\r\n\r\n"
+        )
+        deadline = time.monotonic() + 5
+        while api._waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert api._waiting == 1
+    deadline = time.monotonic() + 5
+    while api._waiting and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert api._waiting == 0
+
+
+def test_delete_during_deliveries_loses_no_acknowledged_message(server, tmp_path):
+    """Senders never get 451 from a clear; what is acknowledged after it stays."""
+    replies: list[tuple[int | None, str, float]] = []
+    stop = threading.Event()
+
+    def keep_sending() -> None:
+        while not stop.is_set():
+            sent = send(server.port, make_message(), ["billing@example.com"])
+            replies.append(
+                (sent.code, sent.data[1] if sent.data else "", time.monotonic())
+            )
+
+    senders = [threading.Thread(target=keep_sending) for _ in range(4)]
+    for thread in senders:
+        thread.start()
+    cleared_at = 0.0
+    for _ in range(30):
+        time.sleep(0.05)
+        assert request(server, "/api/messages", method="DELETE")[0] == 200
+        cleared_at = time.monotonic()
+    time.sleep(0.3)
+    stop.set()
+    for thread in senders:
+        thread.join(30)
+
+    assert {code for code, _, _ in replies} == {250}
+    bucket = tmp_path / "data" / "s3" / "inbound" / "billing"
+    after = [text.split()[-1] for code, text, at in replies if at > cleared_at + 0.01]
+    assert after, "no message was acknowledged after the last clear"
+    for message_id in after:
+        assert (bucket / message_id).is_file()
+
+
+def test_a_planted_trace_cannot_make_raw_read_outside_the_buckets(write_config, serve):
+    """A trace naming bucket "/etc" is listed, but raw never reads /etc."""
+    path = write_config({"rule_set": rule_set(rule("all", store("inbound")))})
+    traces = path.parent / "data" / "traces"
+    traces.mkdir(parents=True)
+    planted = {
+        "message_id": "p" * 40,
+        "received_at": "2026-12-03T10:00:00.000+00:00",
+        "envelope": {"mail_from": "a@b.example", "rcpt_tos": ["c@d.example"]},
+        "rules": [
+            {
+                "name": "all",
+                "status": "matched",
+                "actions": [
+                    {"type": "S3", "detail": {"bucket_name": bucket, "object_key": key}}
+                    for bucket, key in (
+                        ("/etc", "passwd"),
+                        ("../../../../etc", "hosts"),
+                    )
+                ]
+                + [{"type": "S3"}, "junk"],
+            }
+        ],
+        "reply": "250 OK",
+    }
+    (traces / f"{'p' * 40}.json").write_text(json.dumps(planted))
+    server = serve(path)
+
+    listed = request(server, "/api/messages")[1]["messages"]
+    assert [m["id"] for m in listed] == ["p" * 40]
+    status, body, _ = request(server, f"/api/messages/{'p' * 40}/raw")
+    assert status == 404
+    assert request(server, f"/api/messages/{'p' * 40}/event")[0] == 404

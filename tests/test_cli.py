@@ -9,8 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from helpers import call, make_message, read_calls, rule, rule_set, send, store
 
@@ -369,3 +372,88 @@ def test_check_config_describes_every_kind_of_action(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"SNS {topic} (Base64)" in result.stdout
     assert "AddHeader X-Seen: 1" in result.stdout
+
+
+HTTP_200 = b"HTTP/1.1 200 OK\r\n"
+
+
+def garbage_server(answer: bytes, trickle: bool = False) -> tuple[int, threading.Event]:
+    """Serve ``answer`` to every connection; one byte a second if trickling."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    done = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(4096)
+                for index in range(len(answer)):
+                    if done.is_set():
+                        break
+                    if trickle:
+                        connection.sendall(answer[index : index + 1])
+                        time.sleep(1)
+                    else:
+                        connection.sendall(answer)
+                        break
+        listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], done
+
+
+@pytest.mark.parametrize(
+    ("answer", "trickle"),
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n", False),
+        (
+            b'HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n{"status": "not ready"}',
+            False,
+        ),
+        (HTTP_200 + b"Content-Length: 2\r\n\r\n[]", False),
+        (HTTP_200 + b"Content-Length: 100\r\n\r\n" + b"x" * 100, True),
+    ],
+    ids=["not-http", "not-ready", "a-list", "trickled"],
+)
+def test_healthcheck_fails_cleanly_against_a_wrong_server(answer, trickle):
+    """Exit 1 without a traceback, within its timeout, whatever comes back."""
+    port, done = garbage_server(answer, trickle)
+    started = time.monotonic()
+    try:
+        result = run("healthcheck", "--api-port", str(port), "--timeout", "2")
+    finally:
+        done.set()
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_handler_output_cannot_forge_log_lines(tmp_path):
+    """Escape sequences and line breaks a handler prints are shown escaped."""
+    (tmp_path / "forger.py").write_text(
+        "def handler(event, context):\n"
+        "    print('\\x1b[2K\\x1b[1Gforged\\r')\n"
+        "    import logging\n"
+        "    logging.getLogger('x').warning('one\\nERROR sesrx: forged')\n"
+    )
+    path = tmp_path / "sesrx.yaml"
+    path.write_text(
+        "data_dir: ./data\n"
+        "functions: {forger: 'forger:handler'}\n"
+        "rule_set: {name: r, rules: [{name: all, actions: "
+        "[{lambda: {function_arn: forger, invocation_type: RequestResponse}}]}]}\n"
+    )
+    server = Serving("--config", str(path), cwd=tmp_path)
+    send(server.port, make_message())
+    _, log = server.terminate()
+
+    assert "\x1b" not in log
+    assert "\\x1b[2K\\x1b[1Gforged\\r" in log
+    assert "one\\nERROR sesrx: forged" in log

@@ -137,7 +137,7 @@ def test_refused_recipients_are_returned_not_raised(sesrx_server):
 
 def test_wait_for_names_what_arrived_when_time_runs_out(sesrx_server):
     sesrx_server.send(MESSAGE)
-    with pytest.raises(TimeoutError, match=r"for 2 message.*1 arrived"):
+    with pytest.raises(TimeoutError, match=r"for 2 message.*1 done"):
         sesrx_server.wait_for("support@example.com", count=2, timeout=2)
 
 
