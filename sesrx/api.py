@@ -52,6 +52,7 @@ DEFAULT_LIMIT = 50
 MAX_WAIT = 600.0
 DEFAULT_WAIT = 30.0
 MAX_WAITS = 64  # waits open at once
+MAX_CONNECTIONS = 256  # HTTP connections open at once
 # Seconds between keep-alive comments on the event stream.
 STREAM_PING = 15.0
 # ASCII digits only: int() and float() also take other scripts' digits,
@@ -74,6 +75,7 @@ class Api:
         self.server = server
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._streams: set[web.StreamResponse] = set()
         self._waiting = 0
 
@@ -107,9 +109,20 @@ class Api:
             app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        handlers = runner.server
+        assert handlers is not None
+
+        def connection() -> asyncio.BaseProtocol:
+            # Open connections are bounded, so that clients of the API that
+            # never finish a request cannot use up the process's files and
+            # take the SMTP port down with them.
+            if len(handlers.connections) >= MAX_CONNECTIONS:
+                return _Busy()
+            return handlers()
+
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            self._listener = await loop.create_server(connection, host, port)
         except OSError as exc:
             await runner.cleanup()
             raise StartError(
@@ -117,12 +130,15 @@ class Api:
                 f"{exc.strerror or exc}"
             ) from exc
         self._runner = runner
-        self.port = runner.addresses[0][1]
+        self.port = self._listener.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         """Close open event streams and stop listening."""
         if self._runner is None:
             return
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         for response in list(self._streams):
             task = response.task
             if task is not None:
@@ -301,6 +317,21 @@ class Api:
                 content_type="application/json",
             )
         return entry
+
+
+class _Busy(asyncio.Protocol):
+    """Answer a connection past the limit with 503 and close it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(_BUSY)
+        transport.close()
+
+
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
 
 
 @web.middleware

@@ -472,3 +472,25 @@ def test_a_planted_trace_cannot_make_raw_read_outside_the_buckets(write_config, 
     status, body, _ = request(server, f"/api/messages/{'p' * 40}/raw")
     assert status == 404
     assert request(server, f"/api/messages/{'p' * 40}/event")[0] == 404
+
+
+def test_connections_past_the_limit_get_503_and_smtp_goes_on(server):
+    """Clients that never finish a request hold at most MAX_CONNECTIONS."""
+    from sesrx.api import MAX_CONNECTIONS
+
+    port = server.server.api_port
+    held = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+            held.append(client)
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            assert extra.recv(100).startswith(b"HTTP/1.1 503")
+        assert send(server.port, make_message()).code == 250
+    finally:
+        for client in held:
+            client.close()
+    time.sleep(0.3)
+    assert request(server, "/healthz")[0] == 200
