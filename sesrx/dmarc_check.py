@@ -36,6 +36,15 @@ def _suffixes() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+def load_suffix_list() -> None:
+    """Parse the Public Suffix List now (a quarter of a second, once).
+
+    Called on a worker thread at start, so that the first message to need
+    it does not hold the event loop meanwhile.
+    """
+    _suffixes()
+
+
 def organizational_domain(domain: str) -> str:
     """Return the registrable domain: example.co.uk for a.example.co.uk."""
     return _suffixes().privatesuffix(domain.lower()) or domain.lower()

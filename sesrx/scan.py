@@ -34,6 +34,9 @@ _ENCODED = re.compile(
     rb"^content-transfer-encoding:\s*(base64|quoted-printable)",
     re.IGNORECASE | re.MULTILINE,
 )
+# Searches of adjacent pieces overlap by this much, so that a field cut by
+# a piece boundary is found whole in one of them.
+_FIELD_REACH = 256
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_BASE64 = bytes(byte for byte in range(256) if byte not in _BASE64_ALPHABET)
 
@@ -71,7 +74,7 @@ def _decoded_pieces(raw: bytes) -> Iterator[bytes]:
     A part's body starts after the blank line that ends its header and runs
     to the next line starting with ``--`` (a boundary), or to the end.
     """
-    for number, match in enumerate(_ENCODED.finditer(raw)):
+    for number, match in enumerate(_encoded_headers(raw)):
         if number == MAX_PARTS:
             return
         start = raw.find(b"\r\n\r\n", match.end())
@@ -82,6 +85,22 @@ def _decoded_pieces(raw: bytes) -> Iterator[bytes]:
         end = len(raw) if end < 0 else end
         base64 = match.group(1).lower() == b"base64"
         yield from _pieces(raw, start, end, base64)
+
+
+def _encoded_headers(raw: bytes) -> Iterator[re.Match[bytes]]:
+    """Yield the Content-Transfer-Encoding fields that name base64 or QP.
+
+    Searched a piece at a time: one search through 40 MB would hold the
+    interpreter, and the event loop with it, for a tenth of a second.
+    """
+    start, last = 0, -1
+    while start < len(raw):
+        end = min(len(raw), start + PIECE + _FIELD_REACH)
+        for match in _ENCODED.finditer(raw, start, end):
+            if match.start() > last:  # not already found in the overlap
+                last = match.start()
+                yield match
+        start += PIECE
 
 
 def _pieces(raw: bytes, start: int, end: int, base64: bool) -> Iterator[bytes]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sesrx.buckets import BucketStore
 from sesrx.config import Config
+from sesrx.dmarc_check import load_suffix_list
 from sesrx.errors import SesrxError, StartError
 from sesrx.inbound import Delivery
 from sesrx.lambda_logs import Capture
@@ -65,6 +66,7 @@ class Server:
         self._tls_listener: asyncio.Server | None = None
         self._sessions: set[SesSMTP] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self._warming: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Prepare the data folder and start listening."""
@@ -92,6 +94,9 @@ class Server:
                 await self._close_listeners()
                 raise
         Capture.install()
+        self._warming = asyncio.get_running_loop().run_in_executor(
+            None, load_suffix_list
+        )
         earlier = await asyncio.to_thread(
             read_traces, self.data_dir.root / "traces", self.mailbox.limit
         )

@@ -110,3 +110,14 @@ def test_quoted_printable_and_odd_base64_lines_are_decoded():
 
     assert scan(qp).spam == "FAIL"
     assert scan(odd).virus == "FAIL"
+
+
+@pytest.mark.parametrize("shift", [-40, -10, 0, 3])
+def test_an_encoding_field_across_a_search_boundary_is_found(shift):
+    """The field naming base64 is found wherever the piece boundary cuts it."""
+    head = b"Subject: x\r\nMIME-Version: 1.0\r\n\r\n"
+    field = b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    padding = b"x" * (PIECE + shift - len(head) - 2)
+    raw = head + padding + field + base64.b64encode(EICAR) + b"\r\n"
+
+    assert scan(raw).virus == "FAIL"
