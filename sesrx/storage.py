@@ -204,15 +204,24 @@ def _write_atomic_now(
     rename cannot cross, it goes beside the target instead. ``durable``
     flushes the file and then its folder to the disk before returning.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _place(path, parts, tmp, durable)
+    except FileNotFoundError:
+        # A new bucket or prefix (its folder is made on first use only,
+        # which saves a system call per file), or a folder removed meanwhile.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _place(path, parts, tmp, durable)
+    if durable:
+        _sync_folder(path.parent)
+
+
+def _place(path: Path, parts: list[bytes], tmp: Path, durable: bool) -> None:
     try:
         _write_and_rename(path, parts, tmp, durable)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
         _write_and_rename(path, parts, path.parent, durable)
-    if durable:
-        _sync_folder(path.parent)
 
 
 def _sync_folder(folder: Path) -> None:
