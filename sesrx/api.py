@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from sesrx import __version__
 from sesrx.errors import StartError
@@ -52,7 +53,8 @@ DEFAULT_LIMIT = 50
 MAX_WAIT = 600.0
 DEFAULT_WAIT = 30.0
 MAX_WAITS = 64  # waits open at once
-MAX_CONNECTIONS = 256  # HTTP connections open at once
+MAX_CONNECTIONS = 256  # HTTP connections open at once; the oldest gives way
+KEEPALIVE = 75.0  # seconds an idle connection is kept
 # Seconds between keep-alive comments on the event stream.
 STREAM_PING = 15.0
 # ASCII digits only: int() and float() also take other scripts' digits,
@@ -81,6 +83,7 @@ class Api:
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port`` (0 for a free port)."""
+        _quiet_bad_requests()
         middlewares = [_errors_as_json]
         if _is_loopback(host):
             middlewares.insert(0, _local_names_only)
@@ -106,7 +109,11 @@ class Api:
         # A client that hangs up ends its request's handler: a wait it gave
         # up on must not run on until its timeout.
         runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+            app,
+            access_log=None,
+            shutdown_timeout=1.0,
+            handler_cancellation=True,
+            keepalive_timeout=KEEPALIVE,
         )
         await runner.setup()
         handlers = runner.server
@@ -115,9 +122,11 @@ class Api:
         def connection() -> asyncio.BaseProtocol:
             # Open connections are bounded, so that clients of the API that
             # never finish a request cannot use up the process's files and
-            # take the SMTP port down with them.
-            if len(handlers.connections) >= MAX_CONNECTIONS:
-                return _Busy()
+            # take the SMTP port down with them. The oldest gives way, so
+            # that a new client (a health check) is still answered.
+            open_now = [c for c in handlers.connections if c.transport is not None]
+            if len(open_now) >= MAX_CONNECTIONS:
+                open_now[0].force_close()  # its transport goes at once
             return handlers()
 
         loop = asyncio.get_running_loop()
@@ -211,7 +220,11 @@ class Api:
         for action in lambda_actions(trace):
             detail = action["detail"]
             if function is None or detail.get("function_name") == function:
-                return web.json_response(detail["event"])
+                try:  # as read back from the trace file: refuse NaN and such
+                    text = json.dumps(detail["event"], allow_nan=False)
+                except ValueError:
+                    break
+                return web.json_response(text=text)
         which = f"of function {function!r} " if function else ""
         raise web.HTTPNotFound(
             text=_error(f"no Lambda action {which}ran for this message"),
@@ -319,19 +332,25 @@ class Api:
         return entry
 
 
-class _Busy(asyncio.Protocol):
-    """Answer a connection past the limit with 503 and close it."""
+class _BadRequestFilter(logging.Filter):
+    """Keep a malformed request from a client out of the log as a traceback.
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.write(_BUSY)
-        transport.close()
+    aiohttp answers it with 400 and logs an error with the traceback; any
+    local client could fill the log that way.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            log.debug("malformed HTTP request: %s", error)
+            return False
+        return True
 
 
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-    b"Connection: close\r\n\r\n"
-)
+def _quiet_bad_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadRequestFilter) for f in server_log.filters):
+        server_log.addFilter(_BadRequestFilter())
 
 
 @web.middleware

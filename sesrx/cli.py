@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -96,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     health.add_argument("--api-port", type=int, help="port of the HTTP API")
     health.add_argument(
-        "--timeout", type=float, default=3.0, help="seconds to wait for an answer"
+        "--timeout", type=_seconds, default=3.0, help="seconds to wait for an answer"
     )
 
     check = commands.add_parser("check-config", help="validate a configuration")
@@ -134,6 +135,16 @@ def _import_aws(args: argparse.Namespace) -> int:
     print("# need an entry under functions: (name -> module:attribute).")
     print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), end="")
     return EXIT_OK
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= 3600:  # also false for nan
+        raise argparse.ArgumentTypeError(f"expected 0 to 3600 seconds, got {text!r}")
+    return seconds
 
 
 def _from_environment() -> Path | None:
@@ -253,6 +264,7 @@ def _log_start(server: Server) -> None:
         "" if len(config.rule_set.rules) == 1 else "s",
         config.data_dir.resolve(),
         buckets_line(config),
+        extra={"multiline": True},
     )
     for warning in warnings(config):
         log.warning("%s", warning)

@@ -11,10 +11,23 @@ from typing import Any
 
 import yaml
 
+from sesrx.storage import read_regular_file
+
 __all__ = ["api_address", "probe", "url_host"]
 
 DEFAULT = ("127.0.0.1", 8025)
 MAX_ANSWER = 64 * 1024  # bytes of /readyz read, at most
+MAX_CONFIG = 1024 * 1024  # bytes of configuration read, at most
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Treat a redirect as an answer: /readyz itself must say ready."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def api_address(path: Path | None) -> tuple[str, int] | None:
@@ -27,7 +40,8 @@ def api_address(path: Path | None) -> tuple[str, int] | None:
     if path is None:
         return DEFAULT
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = read_regular_file(path, MAX_CONFIG).decode("utf-8")
+        document = yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return DEFAULT
     server = document.get("server") if isinstance(document, dict) else None
@@ -62,7 +76,7 @@ def probe(host: str, port: int, timeout: float) -> tuple[bool, str]:
 
     def ask() -> None:
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
+            with _OPENER.open(url, timeout=timeout) as response:
                 outcome["body"] = json.loads(response.read(MAX_ANSWER))
         except urllib.error.HTTPError as exc:
             outcome["error"] = f"{exc.code} {exc.reason}"

@@ -52,14 +52,17 @@ class MessageTag(logging.Filter):
 class TextFormatter(logging.Formatter):
     """The text format, with control characters shown as escapes.
 
-    What a handler prints comes from the message it handles: an escape
-    sequence could rewrite the terminal line, and a line break could start
-    a line that looks like sesrx's own.
+    What a handler prints or raises, and much of what sesrx logs, comes
+    from the message: an escape sequence could rewrite the terminal line,
+    and a line break could start a line that looks like sesrx's own.
     """
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
         text = super().formatMessage(record)
-        unsafe = _CONTROL_AND_BREAK if getattr(record, "function", None) else _CONTROL
+        # Only lines marked as several lines keep their breaks (the start-up
+        # block); any other may quote a handler or a message.
+        several = getattr(record, "multiline", False)
+        unsafe = _CONTROL if several else _CONTROL_AND_BREAK
         return unsafe.sub(lambda match: repr(match.group())[1:-1], text)
 
 
@@ -77,7 +80,7 @@ def configure_logging(verbose: bool, form: str = "text") -> None:
             JsonFormatter(
                 _JSON,
                 rename_fields={"levelname": "level", "name": "logger"},
-                reserved_attrs=[*RESERVED_ATTRS, "tag"],
+                reserved_attrs=[*RESERVED_ATTRS, "tag", "multiline"],
                 timestamp="time",
             )
         )

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from sesrx.errors import describe_error
-from sesrx.trace import MessageTrace
+from sesrx.storage import read_regular_file
+from sesrx.trace import TRACE_READ_LIMIT, MessageTrace
 
 __all__ = ["MESSAGE_ID", "Entry", "Mailbox", "Query", "read_traces"]
 
@@ -43,8 +44,6 @@ CHANGES_KEPT = 4096
 SUBJECT_KEPT = 500
 # Memory for entries, all together; the oldest go first past it.
 ENTRY_BUDGET = 64 * 1024 * 1024
-# Trace files larger than this are not read back at start.
-TRACE_READ_LIMIT = 4 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -393,8 +392,8 @@ def read_traces(folder: Path, limit: int) -> list[Entry]:
     entries = []
     for _, path in files[-limit:]:
         try:
-            with open(path, "rb") as stream:
-                entries.append(Entry.from_trace(json.load(stream)))
+            text = read_regular_file(path, TRACE_READ_LIMIT)
+            entries.append(Entry.from_trace(json.loads(text)))
         except (OSError, ValueError, RecursionError, MemoryError) as exc:
             log.warning("skipping trace %s: %s", path, describe_error(exc))
     entries.sort(key=lambda entry: entry.timestamp)

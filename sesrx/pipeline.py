@@ -76,6 +76,7 @@ class Pipeline:
         self._quiet = asyncio.Event()
         self._quiet.set()
         self._busy = 0
+        self._pauses = 0
         # Told of every message once it has its reply (the HTTP API listens).
         self.on_processed: Callable[[Delivery], None] | None = None
         self._buckets = BucketStore(data_dir, config.buckets)
@@ -108,13 +109,16 @@ class Pipeline:
         Messages processed before the pause belong to an older generation:
         background handlers that end afterwards no longer write their trace.
         """
+        self._pauses += 1
         self._open.clear()
         try:
             await self._quiet.wait()
             self.generation += 1
             yield
         finally:
-            self._open.set()
+            self._pauses -= 1
+            if not self._pauses:  # the last of overlapping pauses reopens
+                self._open.set()
 
     async def _receive(self, message: InboundMessage, config: Config) -> str:
         delivery = Delivery(

@@ -140,11 +140,26 @@ class Server:
                 with contextlib.suppress(SesrxError):  # gone, or store down
                     return where, await buckets.get_object(bucket, key)
                 continue
-            path = self.data_dir.object_path(bucket, key)
-            if path.is_file():
+            path = self._inside_buckets(self.data_dir.object_path(bucket, key))
+            if path is not None:
                 return where, path
         received = self.mailbox.raw(message_id)
         return None if received is None else ("received", received)
+
+    def _inside_buckets(self, path: Path) -> Path | None:
+        """Return the file ``path`` names if it is really in the bucket folders.
+
+        A link planted in a bucket folder must not make the API serve files
+        from elsewhere.
+        """
+        buckets = (self.data_dir.root / "s3").resolve()
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # absent, a name too long, a loop
+            return None
+        if not resolved.is_relative_to(buckets) or not resolved.is_file():
+            return None
+        return resolved
 
     async def clear(self) -> int:
         """Forget every message and empty the data folder; return files removed.

@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import re
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,12 @@ import aiofiles.os
 
 from sesrx.errors import ObjectNotFoundError, StorageError
 
-__all__ = ["DataDir", "key_to_relative_path", "relative_path_to_key"]
+__all__ = [
+    "DataDir",
+    "key_to_relative_path",
+    "read_regular_file",
+    "relative_path_to_key",
+]
 
 # Characters percent-encoded in a key segment: "%" itself, so that two keys
 # never share a file, and what a file name should not hold.
@@ -258,3 +264,13 @@ def _write_and_rename(
 
 # One trip to a worker thread per file, not one per system call.
 _write_atomic = aiofiles.os.wrap(_write_atomic_now)
+
+
+def read_regular_file(path: Path | str, limit: int) -> bytes:
+    """Return a regular file's bytes; OSError for anything else or larger."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as stream:
+        status = os.fstat(stream.fileno())
+        if not stat.S_ISREG(status.st_mode) or status.st_size > limit:
+            raise OSError(f"{path}: not a regular file of at most {limit} bytes")
+        return stream.read(limit + 1)[:limit]

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sesrx.storage import read_regular_file
+
 __all__ = [
     "ActionTrace",
     "MessageTrace",
@@ -118,13 +120,22 @@ def _stopped(action: ActionTrace) -> str:
     return f"->{action.disposition}" if stops else ""
 
 
+# Trace files larger than this are not read (sesrx writes a few kilobytes).
+TRACE_READ_LIMIT = 4 * 1024 * 1024
+
+
 def load_trace(path: Path) -> dict[str, Any] | None:
-    """Read a trace file; None if it was never written or cannot be read."""
+    """Read a trace file; None if it was never written or cannot be read.
+
+    Only a regular file of a sensible size is read, not a link, a pipe or a
+    device: anyone who can write the data folder can put one there.
+    """
     try:
-        trace: dict[str, Any] = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        text = read_regular_file(path, TRACE_READ_LIMIT)
+        trace = json.loads(text)
+    except (OSError, ValueError, RecursionError, MemoryError):
         return None
-    return trace
+    return trace if isinstance(trace, dict) else None
 
 
 def _actions(trace: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -442,6 +442,7 @@ def test_handler_output_cannot_forge_log_lines(tmp_path):
         "    print('\\x1b[2K\\x1b[1Gforged\\r')\n"
         "    import logging\n"
         "    logging.getLogger('x').warning('one\\nERROR sesrx: forged')\n"
+        "    raise RuntimeError('two\\r\\nINFO sesrx.message: forged')\n"
     )
     path = tmp_path / "sesrx.yaml"
     path.write_text(
@@ -457,3 +458,24 @@ def test_handler_output_cannot_forge_log_lines(tmp_path):
     assert "\x1b" not in log
     assert "\\x1b[2K\\x1b[1Gforged\\r" in log
     assert "one\\nERROR sesrx: forged" in log
+    assert "two\\r\\nINFO sesrx.message: forged" in log
+    assert not any(line.startswith("INFO sesrx.message") for line in log.splitlines())
+
+
+def test_healthcheck_does_not_follow_a_redirect():
+    """/readyz must say ready itself; a redirect to a ready server is not."""
+    ready = b'{"status": "ready", "smtp": "x"}'
+    target, stop_target = garbage_server(
+        HTTP_200 + f"Content-Length: {len(ready)}\r\n\r\n".encode() + ready
+    )
+    moved = f"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{target}/readyz\r\n"
+    port, stop = garbage_server(moved.encode() + b"Content-Length: 0\r\n\r\n")
+    try:
+        assert run("healthcheck", "--api-port", str(target)).returncode == 0
+        result = run("healthcheck", "--api-port", str(port))
+    finally:
+        stop.set()
+        stop_target.set()
+
+    assert result.returncode == 1
+    assert "302" in result.stderr
