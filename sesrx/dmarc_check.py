@@ -45,6 +45,7 @@ def load_suffix_list() -> None:
     _suffixes()
 
 
+@functools.lru_cache(maxsize=4096)  # the same few domains, message after message
 def organizational_domain(domain: str) -> str:
     """Return the registrable domain: example.co.uk for a.example.co.uk."""
     return _suffixes().privatesuffix(domain.lower()) or domain.lower()
@@ -110,6 +111,7 @@ def _record(text: str | None) -> dict[str, str] | None:
     return tags if tags.get("v") == "dmarc1" else None
 
 
+@functools.lru_cache(maxsize=4096)
 def _a_label(domain: str) -> str:
     """Return the ASCII form DNS uses for an internationalised domain."""
     domain = domain.lower().rstrip(".")
