@@ -54,7 +54,8 @@ CLEAN = ScanResult()
 
 def scan(raw: bytes) -> ScanResult:
     """Return FAIL for a verdict whose test string the message carries."""
-    found_spam, found_virus = GTUBE in raw, EICAR in raw
+    found_spam = _find(raw, GTUBE, 0) >= 0
+    found_virus = _find(raw, EICAR, 0) >= 0
     if not (found_spam and found_virus):
         for decoded in _decoded_pieces(raw):
             found_spam = found_spam or GTUBE in decoded
@@ -77,14 +78,29 @@ def _decoded_pieces(raw: bytes) -> Iterator[bytes]:
     for number, match in enumerate(_encoded_headers(raw)):
         if number == MAX_PARTS:
             return
-        start = raw.find(b"\r\n\r\n", match.end())
+        start = _find(raw, b"\r\n\r\n", match.end())
         if start < 0:
             continue
         start += 4
-        end = raw.find(b"\r\n--", start)
+        end = _find(raw, b"\r\n--", start)
         end = len(raw) if end < 0 else end
         base64 = match.group(1).lower() == b"base64"
         yield from _pieces(raw, start, end, base64)
+
+
+def _find(raw: bytes, wanted: bytes, start: int) -> int:
+    """Return where ``wanted`` is in ``raw`` from ``start``, or -1.
+
+    A piece at a time, like the rest of the scan: one search through 40 MB
+    holds the interpreter for tens of milliseconds.
+    """
+    while start < len(raw):
+        end = start + PIECE + len(wanted)
+        found = raw.find(wanted, start, end)
+        if found >= 0:
+            return found
+        start += PIECE
+    return -1
 
 
 def _encoded_headers(raw: bytes) -> Iterator[re.Match[bytes]]:

@@ -11,8 +11,9 @@ import asyncio
 import logging
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
+from sesrx.data_reader import read_data
 from sesrx.ip_filters import REPLY_BLOCKED, is_blocked
 from sesrx.pipeline import REPLY_RETRY, Arrival, Pipeline
 from sesrx.rules import recipient_reply, refusal_reason
@@ -40,6 +41,8 @@ REPLY_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 REPLY_HEADER_TOO_LARGE = "552 5.3.4 Message header too large"
 REPLY_BUSY = "421 4.7.0 Too many connections, try again later"
 REPLY_TIMEOUT = "421 4.4.2 Timeout, closing connection"
+# aiosmtpd's wording, kept: SMTP lines are at most 1000 bytes.
+REPLY_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 
 
 class SesHandler:
@@ -218,6 +221,45 @@ class SesSMTP(SMTP):
         await super().push(status)
         if isinstance(status, str) and status.startswith("354"):
             self._reset_timeout(self._limits.data_timeout)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 (aiosmtpd's name)
+        """Take the message into one buffer, then run the DATA hook.
+
+        The checks, replies and hook are aiosmtpd's; only the reading differs
+        (see :mod:`sesrx.data_reader`).
+        """
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            data = await read_data(
+                self._reader, self.data_size_limit, self.line_length_limit
+            )
+        except asyncio.CancelledError:
+            log.info("%s connection lost during DATA", self._peer)
+            self._writer.close()
+            raise
+        if data.too_long or data.too_much:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            if data.too_much:
+                log.info("%s refused an oversize message", self._peer)
+            reply = REPLY_TOO_LARGE if data.too_much else REPLY_LINE_TOO_LONG
+            await self.push(reply)
+            return
+
+        self.envelope.content = self.envelope.original_content = data.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)
 
     def pause_timeout(self) -> None:
         """Stop the client's clock while the message is processed."""
