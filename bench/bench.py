@@ -34,9 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from sesrx.testing import dkim_record, dkim_sign
 
 HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -200,7 +198,7 @@ def throughput(args: argparse.Namespace, file: Path | None = None) -> list[Round
         for kind in ("bare", "sesrx"):
             with tempfile.TemporaryDirectory(prefix="sesrx-bench-") as tmp:
                 workdir = Path(tmp)
-                extra = dkim_zone(file) if file else ""
+                extra = dkim_zone() if file else ""
                 if kind == "bare":
                     context = bare_server(workdir)
                 else:
@@ -236,23 +234,6 @@ def summarise(rounds: list[Round]) -> dict[str, float]:
 
 # -- DKIM ----------------------------------------------------------------------
 
-_KEY: list[tuple[bytes, str]] = []
-
-
-def rsa_key() -> tuple[bytes, str]:
-    if not _KEY:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        private = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        public = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        _KEY.append((private, base64.b64encode(public).decode()))
-    return _KEY[0]
-
 
 def signed_message(folder: Path, size: int) -> Path:
     """Write a DKIM-signed message (RSA-2048) for smtp-source -F."""
@@ -264,21 +245,15 @@ def signed_message(folder: Path, size: int) -> Path:
         b"Subject: signed\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\n"
         b"Message-ID: <bench@sender.example>\r\n\r\n" + body
     )
-    private, _ = rsa_key()
-    signature = dkim.sign(
-        message, b"bench", b"sender.example", private,
-        include_headers=[b"From", b"To", b"Subject", b"Date", b"Message-ID"],
-    )  # fmt: skip
+    signed = dkim_sign(message, "sender.example", "bench")
     path = folder / "signed.eml"
     # smtp-source appends CRLF to each line of the file.
-    path.write_bytes((signature + message).replace(b"\r\n", b"\n"))
+    path.write_bytes(signed.replace(b"\r\n", b"\n"))
     return path
 
 
-def dkim_zone(file: Path) -> str:
-    _, public = rsa_key()
-    record = f'"v=DKIM1; k=rsa; p={public}"'
-    return f"dns:\n  txt:\n    bench._domainkey.sender.example: {record}\n"
+def dkim_zone() -> str:
+    return f'dns:\n  txt:\n    bench._domainkey.sender.example: "{dkim_record()}"\n'
 
 
 # -- latency ---------------------------------------------------------------------

@@ -31,7 +31,7 @@ from sesrx.setup_notice import SETUP_KEY
 from sesrx.threaded import ServerThread
 from sesrx.trace import lambda_actions
 
-__all__ = ["Received", "Reply", "Sesrx"]
+__all__ = ["Received", "Reply", "Sesrx", "dkim_record", "dkim_sign"]
 
 SMTP_TIMEOUT = 30.0
 
@@ -314,24 +314,8 @@ class Sesrx:
         message verifies (PASS). Change a byte of the body after signing
         for a FAIL.
         """
-        data = message.encode("utf-8") if isinstance(message, str) else message
-        private, public = _rsa_key()
-        name = f"{selector}._domainkey.{domain}".lower()
-        self._publish(name, f"v=DKIM1; k=rsa; p={public}")
-        present = {key.lower() for key in BytesHeaderParser().parsebytes(data)}
-        signed = [
-            name.encode()
-            for name in ("From", "To", "Cc", "Subject", "Date", "Message-ID")
-            if name.lower() in present
-        ]
-        signature: bytes = dkim.sign(
-            data,
-            selector.encode("ascii"),
-            domain.encode("ascii"),
-            private,
-            include_headers=signed,
-        )
-        return signature + data
+        self._publish(f"{selector}._domainkey.{domain}".lower(), dkim_record())
+        return dkim_sign(message, domain, selector)
 
     def _publish(self, name: str, record: str) -> None:
         server = self.server
@@ -386,6 +370,35 @@ def _envelope(
     if not recipients:
         raise ValueError("no recipients: give to= or a To or Cc header")
     return mail_from, recipients
+
+
+def dkim_sign(message: bytes | str, domain: str, selector: str = "sesrx") -> bytes:
+    """Return ``message`` signed with this process's RSA-2048 DKIM key.
+
+    The key's TXT record is :func:`dkim_record`, to be published as
+    ``<selector>._domainkey.<domain>``.
+    """
+    data = message.encode("utf-8") if isinstance(message, str) else message
+    private, _ = _rsa_key()
+    present = {key.lower() for key in BytesHeaderParser().parsebytes(data)}
+    signed = [
+        name.encode()
+        for name in ("From", "To", "Cc", "Subject", "Date", "Message-ID")
+        if name.lower() in present
+    ]
+    signature: bytes = dkim.sign(
+        data,
+        selector.encode("ascii"),
+        domain.encode("ascii"),
+        private,
+        include_headers=signed,
+    )
+    return signature + data
+
+
+def dkim_record() -> str:
+    """Return the DKIM TXT record of the key :func:`dkim_sign` uses."""
+    return f"v=DKIM1; k=rsa; p={_rsa_key()[1]}"
 
 
 @functools.cache
