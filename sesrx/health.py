@@ -11,11 +11,12 @@ from typing import Any
 
 import yaml
 
+from sesrx.config import ApiConfig
 from sesrx.storage import read_regular_file
 
 __all__ = ["api_address", "probe", "url_host"]
 
-DEFAULT = ("127.0.0.1", 8025)
+DEFAULT = (ApiConfig().host, ApiConfig().port)
 MAX_ANSWER = 64 * 1024  # bytes of /readyz read, at most
 MAX_CONFIG = 1024 * 1024  # bytes of configuration read, at most
 

@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import functools
 import smtplib
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
@@ -237,10 +237,7 @@ class Sesrx:
                 if value
             )
 
-            async def running() -> int:
-                return self.server.mailbox.pending(query)
-
-            busy = self._call(running())
+            busy = self._on_loop(self.server.mailbox.pending, query)
             still = f"; {busy} more still running background handlers" if busy else ""
             raise TimeoutError(
                 f"waited {timeout:g} s for {count} message(s)"
@@ -253,11 +250,7 @@ class Sesrx:
     def messages(self, recipient: str | None = None) -> list[Received]:
         """Return the processed messages, oldest first."""
         query = Query(recipient=recipient)
-
-        async def listed() -> list[Entry]:
-            return list(self.server.mailbox.newest(query))
-
-        entries: list[Entry] = self._call(listed())
+        entries = self._on_loop(lambda: list(self.server.mailbox.newest(query)))
         return [self._received(entry) for entry in reversed(entries)]
 
     def objects(
@@ -283,14 +276,13 @@ class Sesrx:
     def invocations(self, function: str | None = None) -> list[dict[str, Any]]:
         """Return the Lambda calls made so far, oldest first."""
 
-        async def listed() -> list[dict[str, Any]]:
-            return [
+        return self._on_loop(
+            lambda: [
                 invocation.as_dict()
                 for invocation in self.server.lambdas.invocations
                 if function is None or invocation.function_name == function
             ]
-
-        return self._call(listed())
+        )
 
     def traces(self) -> list[dict[str, Any]]:
         """Return the trace of every processed message, oldest first."""
@@ -339,6 +331,14 @@ class Sesrx:
 
     def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         return self._thread.call(coroutine, timeout)
+
+    def _on_loop(self, function: Callable[..., T], *args: Any) -> T:
+        """Call ``function`` on the server's loop, where its state changes."""
+
+        async def call() -> T:
+            return function(*args)
+
+        return self._call(call())
 
 
 def _load(
