@@ -39,6 +39,18 @@ def read_reply(sock: socket.socket, timeout: float = 10) -> bytes:
             return data
 
 
+def trickle(sock: socket.socket, data: bytes) -> bytes:
+    """Send ``data`` a byte every 0.1 s; return the first reply, if any comes."""
+    for byte in data:
+        sock.sendall(bytes([byte]))
+        sock.settimeout(0.1)
+        try:
+            return sock.recv(4096)
+        except TimeoutError:
+            continue
+    return b""
+
+
 def closed(sock: socket.socket, timeout: float = 10) -> bool:
     sock.settimeout(timeout)
     try:
@@ -82,15 +94,7 @@ def test_a_command_trickled_a_byte_at_a_time_is_cut_off(write_config, serve):
     with socket.create_connection(("127.0.0.1", server.port)) as client:
         read_reply(client)
         started = time.monotonic()
-        reply = b""
-        for byte in b"EHLO trickle.example.com\r\n":
-            client.sendall(bytes([byte]))
-            client.settimeout(0.1)
-            try:
-                reply = client.recv(4096)
-            except TimeoutError:
-                continue
-            break
+        reply = trickle(client, b"EHLO trickle.example.com\r\n")
         assert reply == b"421 4.4.2 Timeout, closing connection\r\n"
         assert time.monotonic() - started < 2.0
 
@@ -108,15 +112,7 @@ def test_a_trickled_message_is_cut_off_and_not_stored(write_config, serve, tmp_p
         assert read_reply(client).startswith(b"354")
 
         started = time.monotonic()
-        reply = b""
-        for byte in make_message():
-            client.sendall(bytes([byte]))
-            client.settimeout(0.1)
-            try:
-                reply = client.recv(4096)
-            except TimeoutError:
-                continue
-            break
+        reply = trickle(client, make_message())
         assert reply == b"421 4.4.2 Timeout, closing connection\r\n"
         assert time.monotonic() - started < 3
     assert stored_messages(tmp_path / "data" / "s3" / "inbound") == []
