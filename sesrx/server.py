@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import ssl
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +25,7 @@ from sesrx.smtp import IDENT, SesHandler, SesSMTP
 from sesrx.storage import DataDir
 from sesrx.tls import server_context
 from sesrx.trace import load_trace, stored_objects
+from sesrx.validate import bucket_problem
 
 if TYPE_CHECKING:
     from sesrx.api import Api
@@ -37,9 +37,6 @@ log = logging.getLogger("sesrx.server")
 PROXY_TIMEOUT = 5.0
 # Messages remembered when the API is off (for wait_for in-process).
 MAX_MESSAGES = 10_000
-# What a bucket name may be (S3's naming rules, simplified): trace files are
-# read back, and one that names "/etc" must not make the API read there.
-BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class Server:
@@ -133,8 +130,10 @@ class Server:
         """
         buckets = self.buckets
         for bucket, key in stored_objects(await self.message_trace(message_id)):
-            if not BUCKET_NAME.fullmatch(bucket):
-                continue  # not written by sesrx: S3 names never hold "/" or ".."
+            if bucket_problem(bucket):
+                # Trace files are read back: one naming a bucket "/etc" was
+                # not written by sesrx, and the API must not read there.
+                continue
             where = f"s3://{bucket}/{key}"
             if buckets.is_remote(bucket):
                 with contextlib.suppress(SesrxError):  # gone, or store down

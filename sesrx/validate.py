@@ -13,6 +13,7 @@ __all__ = [
     "FUNCTION_NAME",
     "address",
     "bucket_name",
+    "bucket_problem",
     "cidr",
     "dns_name",
     "domain",
@@ -90,13 +91,14 @@ def address(value: str, node: Node) -> str:
 
 def bucket_name(value: str, node: Node) -> str:
     """Check an S3 bucket name (S3 general purpose bucket naming rules)."""
-    problem = _bucket_problem(value)
+    problem = bucket_problem(value)
     if problem:
         node.fail(f"{problem}, got {value!r}")
     return value
 
 
-def _bucket_problem(value: str) -> str | None:
+def bucket_problem(value: str) -> str | None:
+    """Say what is wrong with an S3 bucket name, or None if nothing is."""
     if not _BUCKET.fullmatch(value):
         return (
             "expected a bucket name of 3 to 63 lower-case letters, digits, '.' "
