@@ -61,7 +61,7 @@ STREAM_PING = 15.0
 # "nan" and "inf".
 _WHOLE = re.compile(r"-?[0-9]{1,18}")
 _NUMBER = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,9})?")
-_OUTBOX_NAME = re.compile(r"[0-9a-v]{40}-[0-9]+\.eml")
+_OUTBOX_NAME = re.compile(MESSAGE_ID.pattern + r"-[0-9]+\.eml")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -305,7 +305,7 @@ class Api:
                     f"event: {change['event']}\ndata: {data}\n\n".encode()
                 )
         except (ConnectionError, asyncio.CancelledError):
-            pass
+            pass  # the page went away, or the server is stopping
         finally:
             self.server.mailbox.unlisten(queue)
             self._streams.discard(response)
