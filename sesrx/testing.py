@@ -31,7 +31,7 @@ from sesrx.setup_notice import SETUP_KEY
 from sesrx.threaded import ServerThread
 from sesrx.trace import lambda_actions
 
-__all__ = ["Received", "Reply", "Sesrx", "dkim_record", "dkim_sign"]
+__all__ = ["Received", "Reply", "Sesrx", "dkim_record", "dkim_sign", "message_bytes"]
 
 SMTP_TIMEOUT = 30.0
 
@@ -186,14 +186,7 @@ class Sesrx:
         addresses. A refused message is returned, not raised, so that a test
         can assert on its code.
         """
-        if isinstance(message, EmailMessage):
-            # SMTP wants CRLF line ends; the default policy writes LF.
-            data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
-        elif isinstance(message, str):
-            lines = message.replace("\r\n", "\n").split("\n")
-            data = "\r\n".join(lines).encode("utf-8")
-        else:
-            data = message  # bytes go as they are, bare LF and all
+        data = message_bytes(message)
         sender, recipients = _envelope(data, mail_from, to)
         refused: dict[str, tuple[int, str]] = {}
         with smtplib.SMTP(self.host, self.port, timeout=SMTP_TIMEOUT) as client:
@@ -233,7 +226,11 @@ class Sesrx:
         if not enough:
             wanted = ", ".join(
                 f"{name}={value}"
-                for name, value in (("recipient", recipient), ("sender", sender))
+                for name, value in (
+                    ("recipient", recipient),
+                    ("sender", sender),
+                    ("rule", rule),
+                )
                 if value
             )
 
@@ -297,7 +294,7 @@ class Sesrx:
         return self._thread.wait_idle(timeout)
 
     def dkim_sign(
-        self, message: bytes | str, domain: str, selector: str = "sesrx"
+        self, message: bytes | str | EmailMessage, domain: str, selector: str = "sesrx"
     ) -> bytes:
         """Sign ``message`` for ``domain`` and publish the key in the server's DNS.
 
@@ -372,13 +369,30 @@ def _envelope(
     return mail_from, recipients
 
 
-def dkim_sign(message: bytes | str, domain: str, selector: str = "sesrx") -> bytes:
+def message_bytes(message: bytes | str | EmailMessage) -> bytes:
+    """Return a message as it goes over SMTP.
+
+    An ``EmailMessage`` or text gets CRLF line ends (the email package's
+    default policy writes LF); bytes go as they are, bare LF and all.
+    """
+    if isinstance(message, EmailMessage):
+        return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    if isinstance(message, str):
+        lines = message.replace("\r\n", "\n").split("\n")
+        return "\r\n".join(lines).encode("utf-8")
+    return message
+
+
+def dkim_sign(
+    message: bytes | str | EmailMessage, domain: str, selector: str = "sesrx"
+) -> bytes:
     """Return ``message`` signed with this process's RSA-2048 DKIM key.
 
-    The key's TXT record is :func:`dkim_record`, to be published as
+    The message is taken as :meth:`Sesrx.send` takes it. The key's TXT
+    record is :func:`dkim_record`, to be published as
     ``<selector>._domainkey.<domain>``.
     """
-    data = message.encode("utf-8") if isinstance(message, str) else message
+    data = message_bytes(message)
     private, _ = _rsa_key()
     present = {key.lower() for key in BytesHeaderParser().parsebytes(data)}
     signed = [
