@@ -2,15 +2,14 @@
 
     python bench/bench.py                 # every measurement, a few minutes
     python bench/bench.py --only throughput --rounds 5
-    python bench/bench.py --write bench/RESULTS.md
 
 Throughput runs Postfix's smtp-source (Debian package postfix) against a
 bare aiosmtpd server that writes each message to a file and against
-``sesrx serve`` with one rule storing to the local bucket folder,
-alternating, for several rounds. CPU time per message is user + system
-time of the server process (all its threads) over the run, divided by the
-messages; it is steadier than the rates on a shared machine. Linux only
-(reads /proc).
+``sesrx serve`` with one rule storing to the local bucket folder, once
+with one process and once with one per CPU (``--workers``), alternating,
+for several rounds. CPU time per message is user + system time of the
+server's processes (all their threads) over the run, divided by the
+messages; it is steadier than the rates on a shared machine. Linux only.
 """
 
 from __future__ import annotations
@@ -34,12 +33,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
+
 from sesrx.testing import dkim_record, dkim_sign
 
 HERE = Path(__file__).resolve().parent
-TICKS = os.sysconf("SC_CLK_TCK")
 RECIPIENT = "bob@example.com"
 SENDER = "alice@sender.example"
+BARE = "bare aiosmtpd"
 
 HANDLERS = """
 def returns_at_once(event, context):
@@ -58,9 +59,10 @@ class Running:
     folder: Path  # where its messages land
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1]
-        utime, stime = fields.split()[11:13]
-        return (int(utime) + int(stime)) / TICKS
+        """Return user + system time of the server and its worker processes."""
+        server = psutil.Process(self.process.pid)
+        times = [process.cpu_times() for process in (server, *server.children())]
+        return sum(t.user + t.system for t in times)
 
     def peak_rss(self) -> int:
         """Return the process's peak resident set size in bytes (VmHWM)."""
@@ -115,13 +117,15 @@ def bare_server(workdir: Path) -> Iterator[Running]:
     line = process.stdout.readline().decode()
     port = int(line.split()[-1])
     try:
-        yield Running("bare aiosmtpd", process, port, folder)
+        yield Running(BARE, process, port, folder)
     finally:
         stop(process)
 
 
 @contextmanager
-def sesrx_server(workdir: Path, config: Path, *flags: str) -> Iterator[Running]:
+def sesrx_server(
+    workdir: Path, config: Path, *flags: str, name: str = "sesrx"
+) -> Iterator[Running]:
     data = workdir / "sesrx-data"
     log = workdir / "sesrx.log"
     with log.open("wb") as stream:
@@ -135,7 +139,7 @@ def sesrx_server(workdir: Path, config: Path, *flags: str) -> Iterator[Running]:
         )  # fmt: skip
     port = wait_for_banner(log, process)
     try:
-        yield Running("sesrx", process, port, data / "s3" / "inbound")
+        yield Running(name, process, port, data / "s3" / "inbound")
     finally:
         stop(process)
 
@@ -193,43 +197,52 @@ def one_round(running: Running, messages: int, sessions: int, size: int, file):
 
 
 def throughput(args: argparse.Namespace, file: Path | None = None) -> list[Round]:
+    """Run bare aiosmtpd, then sesrx with each process count, in every round."""
     rounds = []
     for number in range(args.rounds):
-        for kind in ("bare", "sesrx"):
+        for workers in (0, *args.workers):
             with tempfile.TemporaryDirectory(prefix="sesrx-bench-") as tmp:
                 workdir = Path(tmp)
                 extra = dkim_zone() if file else ""
-                if kind == "bare":
+                if not workers:
                     context = bare_server(workdir)
                 else:
                     config = sesrx_config(workdir, STORE_RULE, extra)
-                    context = sesrx_server(workdir, config, *args.sesrx_flags)
+                    flags = ("--workers", str(workers), *args.sesrx_flags)
+                    name = f"sesrx, {workers} proc"
+                    context = sesrx_server(workdir, config, *flags, name=name)
                 with context as running:
                     result = one_round(
                         running, args.messages, args.sessions, args.size, file
                     )
             rounds.append(result)
             print(
-                f"  round {number + 1} {result.server:14} {result.rate:8.0f} msg/s"
+                f"  round {number + 1} {result.server:15} {result.rate:8.0f} msg/s"
                 f"  {result.cpu_ms:.3f} ms CPU/msg",
                 flush=True,
             )
     return rounds
 
 
-def summarise(rounds: list[Round]) -> dict[str, float]:
-    bare = [r for r in rounds if r.server != "sesrx"]
-    ours = [r for r in rounds if r.server == "sesrx"]
-    ratios = [o.rate / b.rate for b, o in zip(bare, ours, strict=True)]
-    cpu_ratios = [o.cpu_ms / b.cpu_ms for b, o in zip(bare, ours, strict=True)]
-    return {
-        "bare_rate": statistics.median(r.rate for r in bare),
-        "sesrx_rate": statistics.median(r.rate for r in ours),
-        "ratio": statistics.median(ratios),
-        "bare_cpu": statistics.median(r.cpu_ms for r in bare),
-        "sesrx_cpu": statistics.median(r.cpu_ms for r in ours),
-        "cpu_ratio": statistics.median(cpu_ratios),
-    }
+def report(rounds: list[Round]) -> None:
+    """Print, for each sesrx run, the medians and its ratios to bare aiosmtpd."""
+    bare = [r for r in rounds if r.server == BARE]
+    for name in dict.fromkeys(r.server for r in rounds if r.server != BARE):
+        ours = [r for r in rounds if r.server == name]
+        ratio = statistics.median(
+            o.rate / b.rate for b, o in zip(bare, ours, strict=True)
+        )
+        cpu_ratio = statistics.median(
+            o.cpu_ms / b.cpu_ms for b, o in zip(bare, ours, strict=True)
+        )
+        print(
+            f"  median, {name}: {statistics.median(r.rate for r in ours):.0f}"
+            f" msg/s against bare {statistics.median(r.rate for r in bare):.0f},"
+            f" ratio {ratio:.2f}; CPU/msg"
+            f" {statistics.median(r.cpu_ms for r in ours):.3f} ms against"
+            f" {statistics.median(r.cpu_ms for r in bare):.3f} ({cpu_ratio:.2f}x)",
+            flush=True,
+        )
 
 
 # -- DKIM ----------------------------------------------------------------------
@@ -574,6 +587,14 @@ def main() -> None:
         ),
         action="append",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=sorted({1, os.cpu_count() or 1}),
+        help="sesrx process counts to measure throughput with (default: 1 and"
+        " one per CPU)",
+    )
     parser.add_argument("--sesrx-flags", nargs="*", default=[])
     args = parser.parse_args()
     if shutil.which("smtp-source") is None:
@@ -595,13 +616,13 @@ def main() -> None:
     def run_throughput() -> None:
         print(f"throughput: {args.messages} messages of {args.size} bytes,"
               f" {args.sessions} sessions, {args.rounds} rounds")  # fmt: skip
-        report(summarise(throughput(args)))
+        report(throughput(args))
 
     def run_dkim() -> None:
         with tempfile.TemporaryDirectory(prefix="sesrx-bench-") as tmp:
             file = signed_message(Path(tmp), args.size)
             print("throughput, every message DKIM-signed (RSA-2048):")
-            report(summarise(throughput(args, file)))
+            report(throughput(args, file))
 
     sections = {
         "throughput": run_throughput,
@@ -614,16 +635,6 @@ def main() -> None:
     }
     for name in wanted:
         sections[name]()
-
-
-def report(summary: dict[str, float]) -> None:
-    print(
-        f"  median: bare {summary['bare_rate']:.0f} msg/s, sesrx"
-        f" {summary['sesrx_rate']:.0f} msg/s, ratio {summary['ratio']:.2f};"
-        f" CPU/msg bare {summary['bare_cpu']:.3f} ms, sesrx"
-        f" {summary['sesrx_cpu']:.3f} ms ({summary['cpu_ratio']:.2f}x)",
-        flush=True,
-    )
 
 
 if __name__ == "__main__":

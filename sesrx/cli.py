@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -26,10 +26,13 @@ from sesrx.aws_import import ip_filters_from_aws, read_json, rule_set_from_aws
 from sesrx.config import ApiConfig, Config
 from sesrx.errors import ConfigError, SesrxError
 from sesrx.health import api_address, probe, url_host
-from sesrx.loader import load_config, load_default_config
+from sesrx.listen import bind
+from sesrx.loader import MAX_WORKERS, load_config, load_default_config
 from sesrx.log_setup import configure_logging
 from sesrx.server import Server
+from sesrx.storage import DataDir
 from sesrx.summary import buckets_line, describe, warnings
+from sesrx.workers import Shared, Worker, fork_workers
 
 __all__ = ["main"]
 
@@ -82,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=("text", "json"),
         default="text",
         help="text for people (default), json for one object per line",
+    )
+    serve.add_argument(
+        "--workers", type=int, help="processes sharing the SMTP port (default 1)"
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="log debug lines")
 
@@ -172,13 +178,31 @@ def _serve(args: argparse.Namespace) -> int:
     config = _with_overrides(
         load_config(args.config) if args.config else load_default_config(), args
     )
+    shared = None
+    code = EXIT_OK
     try:
-        asyncio.run(_run(config))
+        if config.server.workers > 1:
+            shared = _share(config)
+        asyncio.run(_run(config, shared))
     except SesrxError as exc:
         log.error("cannot start: %s", exc)
-        return EXIT_START
+        code = EXIT_START
+    if shared is not None and isinstance(shared.role, Worker):
+        # A forked worker must not run the exit handlers it copied.
+        _leave(code)
     _exit_if_held()
-    return EXIT_OK
+    return code
+
+
+def _share(config: Config) -> Shared:
+    """Bind the listening sockets and fork the workers that share them."""
+    server = config.server
+    sockets = bind(server.host, server.port)
+    tls_port = server.tls.port if server.tls else None
+    tls_sockets = bind(server.host, tls_port) if tls_port is not None else []
+    # Before the fork: no process may clear temporary files another writes.
+    DataDir(config.data_dir).prepare()
+    return Shared(sockets, tls_sockets, fork_workers(server.workers))
 
 
 def _exit_if_held() -> None:
@@ -198,10 +222,14 @@ def _exit_if_held() -> None:
         len(threads),
         len(children),
     )
+    _leave(EXIT_OK)
+
+
+def _leave(code: int) -> NoReturn:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(EXIT_OK)
+    os._exit(code)
 
 
 def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
@@ -217,6 +245,12 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
         server = dataclasses.replace(
             server, api=dataclasses.replace(api, port=args.api_port)
         )
+    if args.workers is not None:
+        if not 1 <= args.workers <= MAX_WORKERS:
+            raise ConfigError(
+                "--workers", "", f"expected 1 to {MAX_WORKERS}, got {args.workers}"
+            )
+        server = dataclasses.replace(server, workers=args.workers)
     data_dir = args.data_dir.resolve() if args.data_dir else config.data_dir
     return dataclasses.replace(config, server=server, data_dir=data_dir)
 
@@ -226,17 +260,25 @@ def _check_port(flag: str, port: int) -> None:
         raise ConfigError(flag, "", f"expected 0 to 65535, got {port}")
 
 
-async def _run(config: Config) -> None:
-    server = Server(config)
-    await server.start()
-    _log_start(server)
-
+async def _run(config: Config, shared: Shared | None) -> None:
+    server = Server(config, shared)
     stopping = asyncio.Event()
+    if server.worker is not None:
+        server.worker.on_stop = stopping.set
+    await server.start()
+    if server.worker is None:
+        _log_start(server)
+    else:
+        log.debug("worker %d serving, pid %d", server.worker.number, os.getpid())
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
 
+    if server.worker is not None:
+        await server.stop()
+        return
     log.info("shutting down (grace period %g s)", config.server.grace_period)
     await server.stop()
     log.info("stopped")
@@ -254,6 +296,7 @@ def _log_start(server: Server) -> None:
         "  rule set:  %s (%d rule%s)\n"
         "  data:      %s\n"
         "  buckets:   %s\n"
+        "  processes: %d\n"
         "  press Ctrl+C to stop",
         __version__,
         server.address,
@@ -264,6 +307,7 @@ def _log_start(server: Server) -> None:
         "" if len(config.rule_set.rules) == 1 else "s",
         config.data_dir.resolve(),
         buckets_line(config),
+        config.server.workers,
         extra={"multiline": True},
     )
     for warning in warnings(config):

@@ -100,6 +100,7 @@ class ServerConfig:
     api: ApiConfig | None = field(default_factory=ApiConfig)  # None: no API
     limits: SessionLimits = field(default_factory=SessionLimits)
     durability: str = "none"  # none | fsync
+    workers: int = 1  # processes sharing the SMTP port (sesrx serve)
 
 
 @dataclass(frozen=True, slots=True)

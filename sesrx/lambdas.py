@@ -100,6 +100,8 @@ class LambdaRuntime:
         # when a message has none left.
         self._pending: dict[str, int] = {}
         self.on_settled: Callable[[str], None] | None = None
+        # Told of each invocation when it starts (True) and when it changes.
+        self.on_change: Callable[[Invocation, bool], None] | None = None
 
     async def request_response(
         self, function: Function, event: dict[str, Any], message_id: str
@@ -117,6 +119,7 @@ class LambdaRuntime:
             log.warning(
                 "%s handler %s returned %s", message_id, function.name, invocation.note
             )
+        self._changed(invocation)
         return disposition, invocation
 
     def event(
@@ -172,6 +175,7 @@ class LambdaRuntime:
                     "duration_ms": invocation.duration_ms,
                 }
             )
+            self._changed(invocation)
             if invocation.status == "ok":
                 return
 
@@ -213,7 +217,13 @@ class LambdaRuntime:
             started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
         self.invocations.append(invocation)
+        if self.on_change is not None:
+            self.on_change(invocation, True)
         return invocation
+
+    def _changed(self, invocation: Invocation) -> None:
+        if self.on_change is not None:
+            self.on_change(invocation, False)
 
     def _sink(self, function: Function) -> FunctionLog:
         sink = self._logs.get(function.name)

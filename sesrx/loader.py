@@ -216,6 +216,7 @@ def _server(node: Node, aws: AwsConfig, base_dir: Path) -> ServerConfig:
             "proxy_protocol",
             "api",
             "durability",
+            "workers",
             *_LIMIT_KEYS,
         }
     )
@@ -247,7 +248,20 @@ def _server(node: Node, aws: AwsConfig, base_dir: Path) -> ServerConfig:
         api=_api(server.get("api")),
         limits=_limits(server),
         durability=server.choice("durability", DURABILITY, "none"),
+        workers=_workers(server),
     )
+
+
+MAX_WORKERS = 64
+
+
+def _workers(server: Mapping) -> int:
+    workers = server.integer("workers", 1, minimum=1)
+    if workers > MAX_WORKERS:
+        server.get("workers").fail(
+            f"expected at most {MAX_WORKERS} processes, got {workers}"
+        )
+    return workers
 
 
 DAY = 86400.0

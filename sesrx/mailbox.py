@@ -206,12 +206,13 @@ class Mailbox:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, entry: Entry, raw: bytes) -> None:
-        """Record a message whose reply has been given."""
+    def add(self, entry: Entry, raw: bytes | None) -> None:
+        """Record a message whose reply has been given, with its bytes if any."""
         self._entries[entry.message_id] = entry
         self._entry_bytes += entry.weight
         self._trim()
-        self._keep_raw(entry.message_id, raw)
+        if raw is not None:
+            self._keep_raw(entry.message_id, raw)
         self._announce("message", entry)
 
     def _trim(self) -> None:

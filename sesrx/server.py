@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sesrx.buckets import BucketStore
-from sesrx.config import Config
+from sesrx.config import ApiConfig, Config
 from sesrx.dmarc_check import load_suffix_list
 from sesrx.errors import SesrxError, StartError
 from sesrx.inbound import Delivery
 from sesrx.lambda_logs import Capture
 from sesrx.lambdas import LambdaRuntime
+from sesrx.listen import Acceptor, bind
 from sesrx.mailbox import Entry, Mailbox, read_traces
 from sesrx.pipeline import Pipeline
 from sesrx.reload import watch
@@ -24,8 +27,9 @@ from sesrx.setup_notice import write_setup_notifications
 from sesrx.smtp import IDENT, SesHandler, SesSMTP
 from sesrx.storage import DataDir
 from sesrx.tls import server_context
-from sesrx.trace import load_trace, stored_objects
+from sesrx.trace import MessageTrace, load_trace, stored_objects
 from sesrx.validate import bucket_problem
+from sesrx.workers import Primary, Shared, Worker
 
 if TYPE_CHECKING:
     from sesrx.api import Api
@@ -42,8 +46,13 @@ MAX_MESSAGES = 10_000
 class Server:
     """One sesrx instance: an SMTP listener running a configuration."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, shared: Shared | None = None) -> None:
         self.config = config
+        # One process of several serving the same port, or None for the only one.
+        self.shared = shared
+        role = shared.role if shared is not None else None
+        self.primary = role if isinstance(role, Primary) else None
+        self.worker = role if isinstance(role, Worker) else None
         self.data_dir = DataDir(
             config.data_dir, durable=config.server.durability == "fsync"
         )
@@ -59,50 +68,79 @@ class Server:
         self.api: Api | None = None
         self.port: int | None = None
         self.tls_port: int | None = None
-        self._listener: asyncio.Server | None = None
-        self._tls_listener: asyncio.Server | None = None
+        self._acceptors: list[Acceptor] = []
         self._sessions: set[SesSMTP] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._warming: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Prepare the data folder and start listening."""
-        self.data_dir.prepare()
-        await write_setup_notifications(self.config, self.buckets)
-        server = self.config.server
-        tls = server.tls
-        context = server_context(tls, server.hostname) if tls else None
-
-        self._listener = await self._listen(server.port, context, implicit=False)
-        self.port = self._listener.sockets[0].getsockname()[1]
-        if tls is not None and tls.port is not None:
-            self._tls_listener = await self._listen(tls.port, context, implicit=True)
-            self.tls_port = self._tls_listener.sockets[0].getsockname()[1]
+        worker = self.worker
+        if self.shared is None:  # else prepared before the fork
+            self.data_dir.prepare()
+        if worker is None:
+            await write_setup_notifications(self.config, self.buckets)
+        try:
+            self._listen()
+        except StartError:
+            self._close_listeners()
+            raise
         if self.config.source is not None:
             watcher = watch(self.config.source, lambda: self.config, self.apply)
             self._watcher = asyncio.get_running_loop().create_task(watcher)
-        if server.api is not None:
-            from sesrx.api import Api
-
-            self.api = Api(self)
-            try:
-                await self.api.start(server.api.host, server.api.port)
-            except StartError:
-                await self._close_listeners()
-                raise
+        if self.shared is not None:
+            await self.shared.role.start(self)
+        elif self.config.server.workers > 1:
+            log.warning("server.workers is for sesrx serve; here one process serves")
+        if worker is None and self.config.server.api is not None:
+            await self._start_api(self.config.server.api)
         Capture.install()
         self._warming = asyncio.get_running_loop().run_in_executor(
             None, load_suffix_list
         )
-        earlier = await asyncio.to_thread(
-            read_traces, self.data_dir.root / "traces", self.mailbox.limit
-        )
-        self.mailbox.restore(earlier)
+        if worker is None:
+            earlier = await asyncio.to_thread(
+                read_traces, self.data_dir.root / "traces", self.mailbox.limit
+            )
+            self.mailbox.restore(earlier)
+
+    def _listen(self) -> None:
+        """Accept SMTP connections: STARTTLS offered, or TLS from the first byte."""
+        server = self.config.server
+        tls = server.tls
+        context = server_context(tls, server.hostname) if tls else None
+        shared = self.shared
+
+        sockets = shared.sockets if shared else bind(server.host, server.port)
+        self._accept(sockets, self._session_factory(context), None)
+        self.port = self._acceptors[0].port
+        if tls is not None and tls.port is not None:
+            tls_sockets = shared.tls_sockets if shared else bind(server.host, tls.port)
+            self._accept(tls_sockets, self._session_factory(None), context)
+            self.tls_port = self._acceptors[-1].port
+
+    def _accept(
+        self,
+        sockets: list[socket.socket],
+        session: Callable[[], SesSMTP],
+        context: ssl.SSLContext | None,
+    ) -> None:
+        self._acceptors += [Acceptor(sock, session, context) for sock in sockets]
+
+    async def _start_api(self, config: ApiConfig) -> None:
+        from sesrx.api import Api
+
+        self.api = Api(self)
+        try:
+            await self.api.start(config.host, config.port)
+        except StartError:
+            self._close_listeners()
+            raise
 
     @property
     def listening(self) -> bool:
         """Say whether the SMTP port accepts connections."""
-        return self._listener is not None
+        return bool(self._acceptors)
 
     @property
     def api_port(self) -> int | None:
@@ -114,7 +152,13 @@ class Server:
         entry = Entry.from_message_trace(
             delivery.trace, self.lambdas.pending(message_id)
         )
-        self.mailbox.add(entry, delivery.message.raw)
+        raw = delivery.message.raw
+        if self.worker is None:
+            self.mailbox.add(entry, raw)
+        else:
+            # The primary reads stored objects from the bucket, so only a
+            # message no S3 action stored travels with its summary.
+            self.worker.report(entry, None if _stored(delivery.trace) else raw)
 
     async def message_trace(self, message_id: str) -> dict[str, Any] | None:
         """Return the trace file of ``message_id`` as it stands now."""
@@ -166,7 +210,8 @@ class Server:
         The setup notifications are written again, as they would stand in
         a bucket whose rules have just been saved.
         """
-        async with self.pipeline.paused():
+        workers = self.primary.paused() if self.primary else contextlib.nullcontext()
+        async with self.pipeline.paused(), workers:
             self.mailbox.clear()
             self.lambdas.invocations.clear()
             removed = await asyncio.to_thread(self.data_dir.empty)
@@ -178,17 +223,16 @@ class Server:
         self.config = config
         self.pipeline.config = config
         self.lambdas.timeout = config.server.lambda_timeout
-        await write_setup_notifications(config, self.buckets)
+        if self.worker is None:  # the primary writes them for all
+            await write_setup_notifications(config, self.buckets)
 
     @property
     def buckets(self) -> BucketStore:
         """Return the store of the running configuration's buckets."""
         return self.pipeline.buckets(self.config)
 
-    async def _listen(
-        self, port: int, context: ssl.SSLContext | None, implicit: bool
-    ) -> asyncio.Server:
-        """Listen on ``port``: STARTTLS offered, or TLS from the first byte."""
+    def _session_factory(self, context: ssl.SSLContext | None) -> Callable[[], SesSMTP]:
+        """Return what makes a session; ``context`` is offered for STARTTLS."""
         server = self.config.server
         loop = asyncio.get_running_loop()
 
@@ -200,36 +244,29 @@ class Server:
                 ident=IDENT,
                 data_size_limit=server.max_message_size,
                 timeout=server.limits.command_timeout,
-                tls_context=None if implicit else context,
+                tls_context=context,
                 # Seconds to wait for the PROXY header (aiosmtpd's own knob).
                 proxy_protocol_timeout=PROXY_TIMEOUT if server.proxy_protocol else None,
                 loop=loop,
             )
 
-        try:
-            return await loop.create_server(
-                session, server.host, port, ssl=context if implicit else None
-            )
-        except OSError as exc:
-            where = f"{server.host}:{port}"
-            raise StartError(
-                f"cannot listen on {where}: {exc.strerror or exc}"
-            ) from exc
+        return session
 
-    async def _close_listeners(self) -> None:
-        for listener in (self._listener, self._tls_listener):
-            if listener is not None:
-                listener.close()
-        self._listener = self._tls_listener = None
+    def _close_listeners(self) -> None:
+        for acceptor in self._acceptors:
+            acceptor.close()
+        self._acceptors = []
 
     async def stop(self) -> None:
         """Stop listening, finish the messages in flight, wait for handlers."""
-        if self._listener is None:
+        if not self._acceptors:
             return
         grace = self.config.server.grace_period
         if self._watcher is not None:
             self._watcher.cancel()
-        await self._close_listeners()
+        self._close_listeners()
+        if self.primary is not None:
+            self.primary.ask_to_stop()
 
         try:
             await asyncio.wait_for(self.handler.idle.wait(), grace)
@@ -246,6 +283,10 @@ class Server:
             )
             await self.lambdas.abandon()
         self.lambdas.close()
+        if self.primary is not None:
+            await self.primary.wait_stopped(grace)
+        if self.worker is not None:
+            self.worker.close()
         if self.api is not None:
             await self.api.stop()
         Capture.uninstall()
@@ -266,3 +307,12 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def _stored(trace: MessageTrace) -> bool:
+    """Say whether an S3 action stored the message."""
+    return any(
+        action.type == "S3" and action.outcome == "ok"
+        for rule in trace.rules
+        for action in rule.actions
+    )

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 RECIPIENT = "bob@example.com"
 _ACCEPTED = re.compile(rb"^250 OK ([0-9a-v]{40})$")
 
@@ -138,19 +140,26 @@ class ServerProcess:
                 ],
                 stderr=stream,
             )  # fmt: skip
-        self.port = self._wait_for_port()
+        self.port = self._wait_for(r"listening on 127\.0\.0\.1:(\d+)")
+        api_port = self._wait_for(r"web page: +http://[^:]+:(\d+)/")
+        self.api = f"http://127.0.0.1:{api_port}"
 
-    def _wait_for_port(self) -> int:
+    def _wait_for(self, pattern: str) -> int:
+        """Return the number the start-up block gives after ``pattern``."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             text = self.log.read_text(errors="replace")
-            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", text)
+            found = re.search(pattern, text)
             if found:
                 return int(found.group(1))
             if self.process.poll() is not None:
                 raise RuntimeError(f"sesrx exited:\n{text}")
             time.sleep(0.02)
         raise RuntimeError("sesrx did not start")
+
+    def workers(self) -> list[int]:
+        """Return the pids of the server's worker processes."""
+        return [child.pid for child in psutil.Process(self.process.pid).children()]
 
     def signal(self, number: signal.Signals) -> None:
         self.process.send_signal(number)
