@@ -32,6 +32,7 @@ from sesrx.log_setup import configure_logging
 from sesrx.server import Server
 from sesrx.storage import DataDir
 from sesrx.summary import buckets_line, describe, warnings
+from sesrx.tls import server_context
 from sesrx.workers import Shared, Worker, fork_workers
 
 __all__ = ["main"]
@@ -198,11 +199,12 @@ def _share(config: Config) -> Shared:
     """Bind the listening sockets and fork the workers that share them."""
     server = config.server
     sockets = bind(server.host, server.port)
-    tls_port = server.tls.port if server.tls else None
-    tls_sockets = bind(server.host, tls_port) if tls_port is not None else []
+    tls = server.tls
+    tls_sockets = bind(server.host, tls.port) if tls and tls.port is not None else []
+    context = server_context(tls, server.hostname) if tls else None
     # Before the fork: no process may clear temporary files another writes.
     DataDir(config.data_dir).prepare()
-    return Shared(sockets, tls_sockets, fork_workers(server.workers))
+    return Shared(sockets, tls_sockets, context, fork_workers(server.workers))
 
 
 def _exit_if_held() -> None:

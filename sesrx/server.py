@@ -108,8 +108,11 @@ class Server:
         """Accept SMTP connections: STARTTLS offered, or TLS from the first byte."""
         server = self.config.server
         tls = server.tls
-        context = server_context(tls, server.hostname) if tls else None
         shared = self.shared
+        if shared is not None:
+            context = shared.tls_context
+        else:
+            context = server_context(tls, server.hostname) if tls else None
 
         sockets = shared.sockets if shared else bind(server.host, server.port)
         self._accept(sockets, self._session_factory(context), None)

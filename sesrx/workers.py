@@ -18,6 +18,7 @@ import os
 import pickle
 import signal
 import socket
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class Shared:
 
     sockets: list[socket.socket]
     tls_sockets: list[socket.socket]
+    # Made before the fork: with tls: auto, every process shows one certificate.
+    tls_context: ssl.SSLContext | None
     role: Primary | Worker
 
 

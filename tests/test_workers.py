@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import smtplib
+import ssl
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +261,31 @@ def test_workers_on_the_command_line_are_checked_too(tmp_path):
     result = run("serve", "--workers", "0", "--port", "0", cwd=tmp_path)
     assert result.returncode == 2
     assert "--workers: expected 1 to 64, got 0" in result.stderr
+
+
+def test_every_process_shows_one_made_up_certificate(tmp_path):
+    """With tls: auto the certificate is made before the fork, so STARTTLS
+    shows a client the same one whichever process took the connection."""
+    path = pid_config(tmp_path)
+    document = yaml.safe_load(path.read_text())
+    document["server"]["tls"] = "auto"
+    path.write_text(yaml.safe_dump(document))
+    server = ServerProcess(path, tmp_path / "data", tmp_path / "log")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    def certificate(_: int) -> bytes:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+            client.starttls(context=context)
+            assert client.sock is not None
+            time.sleep(0.2)  # hold the connection while others arrive
+            return client.sock.getpeercert(binary_form=True)
+
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            shown = set(pool.map(certificate, range(40)))
+    finally:
+        assert server.stop() == 0
+
+    assert len(shown) == 1
