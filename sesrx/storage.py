@@ -75,6 +75,7 @@ class DataDir:
         self.root = root
         self.durable = durable  # flush every file to the disk before answering
         self._tmp = root / ".tmp"
+        self._large_writes = 0  # on worker threads now
 
     def prepare(self) -> None:
         """Create the folder tree; raises :class:`StorageError` if it cannot.
@@ -168,12 +169,19 @@ class DataDir:
 
     async def write_atomic(self, path: Path, parts: list[bytes]) -> None:
         """Write ``parts`` to ``path`` through a temporary file and a rename."""
+        large = sum(map(len, parts)) > WRITE_ON_LOOP_BYTES
         try:
-            # A flush to the disk takes milliseconds: never on the loop.
-            if not self.durable and sum(map(len, parts)) <= WRITE_ON_LOOP_BYTES:
+            # A flush to the disk takes milliseconds: never on the loop. And
+            # while a large file is being written, creating or renaming even
+            # a small one can wait tens of milliseconds for the file system.
+            if not (self.durable or large or self._large_writes):
                 _write_atomic_now(path, parts, self._tmp)
-            else:
+                return
+            self._large_writes += large
+            try:
                 await _write_atomic(path, parts, self._tmp, self.durable)
+            finally:
+                self._large_writes -= large
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc}") from exc
 
