@@ -23,9 +23,11 @@ EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 # Parts decoded for the search, at most; a message has rarely more.
 MAX_PARTS = 100
 # Encoded bodies are decoded this many bytes at a time, so that a 40 MB
-# attachment needs little memory and other threads (the event loop) get
-# the interpreter between pieces.
-PIECE = 1024 * 1024
+# attachment needs little memory and other threads get the interpreter
+# between pieces: a C call over a piece holds it throughout, and the event
+# loop waits for it at every turn (a megabyte held it about 3 ms a time,
+# and a small message's reply took tens of milliseconds meanwhile).
+PIECE = 128 * 1024
 # Each decoded piece is searched with the end of the one before it, so that
 # a test string split across two pieces is still found.
 _OVERLAP = max(len(GTUBE), len(EICAR)) - 1

@@ -17,6 +17,7 @@ from sesrx.data_reader import read_data
 from sesrx.ip_filters import REPLY_BLOCKED, is_blocked
 from sesrx.pipeline import REPLY_RETRY, Arrival, Pipeline
 from sesrx.rules import recipient_reply, refusal_reason
+from sesrx.scan import PIECE
 
 __all__ = ["SesHandler", "SesSMTP"]
 
@@ -317,7 +318,6 @@ def _uses_tls(server: SMTP, session: Session) -> bool:
 # Larger messages are checked on a worker thread, a slice at a time, so
 # that counting 40 MB never holds the event loop for long.
 CHECK_ON_LOOP_BYTES = 64 * 1024
-_SLICE = 1024 * 1024
 
 
 async def _has_bare_line_break(content: bytes) -> bool:
@@ -330,7 +330,7 @@ def _bare_line_break_in_slices(content: bytes) -> bool:
     start = 0
     while start < len(content):
         # Each slice ends just after an LF, so no CRLF pair is cut in two.
-        newline = content.find(b"\n", start + _SLICE)
+        newline = content.find(b"\n", start + PIECE)
         end = len(content) if newline < 0 else newline + 1
         if _bare_line_break(content, start, end):
             return True
