@@ -15,6 +15,7 @@ messages; it is steadier than the rates on a shared machine. Linux only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import os
 import platform
@@ -32,9 +33,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import aiofiles
+import aiofiles.os
 import psutil
 
+from sesrx.storage import _write_atomic_now
 from sesrx.testing import dkim_record, dkim_sign
 
 HERE = Path(__file__).resolve().parent
@@ -553,6 +558,69 @@ def durability(args: argparse.Namespace) -> dict[str, Round]:
     return results
 
 
+# -- file writes ------------------------------------------------------------------
+
+
+def writes(args: argparse.Namespace) -> dict[str, float]:
+    """Write files the ways sesrx could, 20 at a time, and time each way.
+
+    On the loop (what sesrx does for small files), aiofiles one call at a
+    time (open, write, close, rename: four trips to a thread), and one trip
+    to a plain thread pool for the whole write and rename (what sesrx does
+    for large files).
+    """
+    results = {}
+    for size in (2048, 1024 * 1024):
+        count = 2000 if size < 65536 else 200
+        for way, write in WAYS.items():
+            with tempfile.TemporaryDirectory(prefix="sesrx-bench-") as tmp:
+                folder = Path(tmp)
+                (folder / ".tmp").mkdir()
+                cpu = time.process_time()
+                elapsed = asyncio.run(_write_files(write, folder, size, count))
+                cpu = time.process_time() - cpu
+            results[f"{way} {size}"] = elapsed / count * 1e6
+            print(
+                f"  {size:8} bytes, {way:20} {elapsed / count * 1e6:7.1f} us"
+                f" per file, {cpu / count * 1e6:7.1f} us CPU per file",
+                flush=True,
+            )
+    return results
+
+
+async def _write_files(write: Any, folder: Path, size: int, count: int) -> float:
+    data = b"x" * size
+    names = iter(range(count))
+
+    async def writer() -> None:
+        for number in names:
+            await write(folder / f"{number}.eml", data, folder / ".tmp")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer() for _ in range(20)))
+    return time.perf_counter() - started
+
+
+async def _on_loop(path: Path, data: bytes, tmp: Path) -> None:
+    _write_atomic_now(path, [data], tmp)
+
+
+async def _aiofiles(path: Path, data: bytes, tmp: Path) -> None:
+    temporary = tmp / f".{os.urandom(16).hex()}.part"
+    async with aiofiles.open(temporary, "wb") as stream:
+        await stream.write(data)
+    await aiofiles.os.replace(temporary, path)
+
+
+async def _thread_pool(path: Path, data: bytes, tmp: Path) -> None:
+    await asyncio.get_running_loop().run_in_executor(
+        None, _write_atomic_now, path, [data], tmp
+    )
+
+
+WAYS = {"on the loop": _on_loop, "aiofiles": _aiofiles, "thread pool": _thread_pool}
+
+
 # -- report ------------------------------------------------------------------------
 
 
@@ -568,6 +636,18 @@ def machine() -> str:
     )
 
 
+SECTIONS = (
+    "throughput",
+    "dkim",
+    "latency",
+    "startup",
+    "large",
+    "scale",
+    "durability",
+    "writes",
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -579,15 +659,7 @@ def main() -> None:
     parser.add_argument("--attachment-mb", type=int, default=30)
     parser.add_argument(
         "--only",
-        choices=(
-            "throughput",
-            "dkim",
-            "latency",
-            "startup",
-            "large",
-            "scale",
-            "durability",
-        ),
+        choices=SECTIONS,
         action="append",
     )
     parser.add_argument(
@@ -602,15 +674,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("smtp-source") is None:
         sys.exit("smtp-source not found: apt-get install postfix")
-    wanted = args.only or [
-        "throughput",
-        "dkim",
-        "latency",
-        "startup",
-        "large",
-        "scale",
-        "durability",
-    ]
+    wanted = args.only or SECTIONS
 
     print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}")
     print(f"# {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
@@ -635,6 +699,7 @@ def main() -> None:
         "large": lambda: large(args),
         "scale": lambda: scale(args),
         "durability": lambda: durability(args),
+        "writes": lambda: writes(args),
     }
     for name in wanted:
         sections[name]()
