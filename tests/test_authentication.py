@@ -10,6 +10,8 @@ import email.policy
 import socket
 
 import pytest
+import yaml
+from test_reload import wait_for
 
 from sesrx.dmarc_check import check_dmarc, organizational_domain
 
@@ -236,3 +238,30 @@ def test_dmarc_rules_of_rfc_7489(domains, txt, verdict, policy):
     result = check_dmarc(domains, None, [], txt)
 
     assert (result.verdict, result.policy) == (verdict, policy)
+
+
+def test_verdicts_follow_a_zone_edited_while_running(write_config, serve, tmp_path):
+    """SPF and DMARC verdicts are reached once per sender, and again once
+    the configuration changes: an edited zone decides the next message."""
+    document = {
+        "server": {"proxy_protocol": True},
+        "dns": {"txt": dict(ZONE)},
+        "rule_set": rule_set(rule("r", call("handlers:record"))),
+    }
+    path = write_config(document)
+    server = serve(path)
+
+    def verdicts() -> tuple[str, str]:
+        message = make_message(sender="A <a@sender.example>")
+        converse(server.port, "198.51.100.7", "a@sender.example", message)
+        receipt = read_calls(tmp_path)[-1]["event"]["Records"][0]["ses"]["receipt"]
+        return receipt["spfVerdict"]["status"], receipt["dmarcVerdict"]["status"]
+
+    assert verdicts() == ("PASS", "PASS")
+    assert verdicts() == ("PASS", "PASS")
+
+    document["dns"]["txt"]["sender.example"] = "v=spf1 -all"
+    path.write_text(yaml.safe_dump(document))
+    zone = lambda: server.server.config.dns_txt  # noqa: E731
+    assert wait_for(lambda: zone()["sender.example"] == "v=spf1 -all")
+    assert verdicts() == ("FAIL", "FAIL")
