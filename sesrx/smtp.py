@@ -54,6 +54,7 @@ class SesHandler:
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        self._processing: set[asyncio.Task[str]] = set()
 
     async def handle_EHLO(  # noqa: N802 (aiosmtpd's hook name)
         self, server: SMTP, session: Session, envelope: Envelope,
@@ -148,11 +149,38 @@ class SesHandler:
             content=content,
             config=getattr(envelope, "sesrx_config", None),
         )
-        self.in_flight += 1
-        self.idle.clear()
         # The time limits are for the client; processing has its own.
         if isinstance(server, SesSMTP):
             server.pause_timeout()
+        processing = self._start(arrival)
+        try:
+            # A client that leaves before the reply does not stop the rule
+            # set halfway (an object stored, no trace, a handler cut off):
+            # the message is processed to the end all the same.
+            return await asyncio.shield(processing)
+        except asyncio.CancelledError:
+            log.info("%s left before the reply to DATA", arrival.peer)
+            raise
+        finally:
+            if isinstance(server, SesSMTP):
+                server.resume_timeout()
+
+    def _start(self, arrival: Arrival) -> asyncio.Task[str]:
+        """Process a message on its own task, counted until it ends."""
+        self.in_flight += 1
+        self.idle.clear()
+        task = asyncio.get_running_loop().create_task(self._process(arrival))
+        self._processing.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[str]) -> None:
+        self._processing.discard(task)
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.idle.set()
+
+    async def _process(self, arrival: Arrival) -> str:
         try:
             return await self.pipeline.receive(arrival)
         except Exception:
@@ -160,12 +188,6 @@ class SesHandler:
                 "%s message from <%s> failed", arrival.peer, arrival.mail_from
             )
             return REPLY_RETRY
-        finally:
-            if isinstance(server, SesSMTP):
-                server.resume_timeout()
-            self.in_flight -= 1
-            if not self.in_flight:
-                self.idle.set()
 
 
 class SesSMTP(SMTP):
@@ -205,6 +227,8 @@ class SesSMTP(SMTP):
         self._peer = address
         self._sessions.add(self)
         super().connection_made(transport)
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.add_done_callback(_note_lost)
 
     def connection_lost(self, error: Exception | None) -> None:
         """Forget the session."""
@@ -298,6 +322,19 @@ def _say(transport: asyncio.BaseTransport, reply: str) -> None:
     """Write a reply outside the command loop (before or instead of it)."""
     if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
         transport.write(f"{reply}\r\n".encode())
+
+
+def _note_lost(task: asyncio.Task[None]) -> None:
+    """Take a lost connection as a session's normal end; log anything else.
+
+    aiosmtpd logs a lost connection, then raises it from the session's task,
+    which nobody awaits: asyncio would print a traceback for it.
+    """
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None and not isinstance(error, ConnectionError):
+        log.error("session failed", exc_info=error)
 
 
 def _header_size(content: bytes, limit: int) -> int:

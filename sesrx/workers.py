@@ -119,6 +119,8 @@ class Child:
     channel: Channel | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     acks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    # Messages whose background handlers run in this worker.
+    pending: set[str] = field(default_factory=set)
 
 
 class Primary:
@@ -145,8 +147,11 @@ class Primary:
             kind = frame[0]
             if kind == "processed":
                 server.mailbox.add(frame[1], frame[2])
+                if frame[1].pending:
+                    child.pending.add(frame[1].message_id)
             elif kind == "settled":
                 server.mailbox.settle(frame[1])
+                child.pending.discard(frame[1])
             elif kind == "invocation":
                 _record(server.lambdas.invocations, frame[1], first=frame[2])
             elif kind == "paused":
@@ -159,6 +164,7 @@ class Primary:
                 child.number,
                 child.pid,
             )
+        _abandon(child, server)
         for ack in child.acks.values():
             _resolve(ack)
         child.acks.clear()
@@ -206,6 +212,23 @@ class Primary:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGKILL)
                 await child.ended.wait()
+
+
+def _abandon(child: Child, server: Server) -> None:
+    """Settle what a worker that has ended left running: it never will.
+
+    Waits for those messages would otherwise last until they time out.
+    """
+    for invocation in server.lambdas.invocations:
+        if invocation.message_id in child.pending and invocation.status == "running":
+            invocation.status = "error"
+            invocation.error = f"worker {child.number} ended before the handler did"
+    for message_id in child.pending:
+        log.warning(
+            "%s background handlers lost with worker %d", message_id, child.number
+        )
+        server.mailbox.settle(message_id)
+    child.pending.clear()
 
 
 def _resolve(future: asyncio.Future[None] | None) -> None:

@@ -7,8 +7,12 @@ import re
 import shutil
 import smtplib
 import socket
+import struct
+import time
+import urllib.request
 
 import pytest
+from loadgen import ServerProcess
 
 from helpers import (
     call,
@@ -407,3 +411,43 @@ def test_bare_cr_or_lf_is_refused(write_config, serve, tmp_path, body):
 
     assert sent.data == (554, "5.6.0 Message has a bare CR or LF; end lines with CRLF")
     assert stored_messages(tmp_path / "data" / "s3" / "inbound") == []
+
+
+def test_a_client_that_leaves_before_the_reply_does_not_cut_the_rules_short(
+    write_config, tmp_path
+):
+    """The message is processed to its end, traced and listed, though nobody
+    is left to read the reply; the lost session leaves no traceback."""
+    config = write_config(
+        {"rule_set": rule_set(rule("r", store("inbound"), call("handlers:slow")))}
+    )
+    server = ServerProcess(config, tmp_path / "data", tmp_path / "log")
+    try:
+        for reset in (False, True):
+            with socket.create_connection(("127.0.0.1", server.port)) as conn:
+                replies = conn.makefile("rb")
+                replies.readline()
+                for command in (b"HELO client.example", b"MAIL FROM:<a@sender.example>",
+                                b"RCPT TO:<bob@example.com>", b"DATA"):  # fmt: skip
+                    conn.sendall(command + b"\r\n")
+                    replies.readline()
+                conn.sendall(make_message() + b".\r\n")
+                time.sleep(0.3)  # the handler runs for 1.5 s
+                if reset:  # gone at once: a reset, not a polite close
+                    linger = struct.pack("ii", 1, 0)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+
+        url = f"{server.api}/api/wait?count=2&timeout=10"
+        with urllib.request.urlopen(url, timeout=20) as response:
+            listed = json.load(response)["messages"]
+    finally:
+        assert server.stop() == 0
+
+    assert len(listed) == 2
+    for message in listed:
+        trace = read_trace(tmp_path / "data", message["id"])
+        assert trace["reply"] == f"250 OK {message['id']}"
+        assert [a["outcome"] for a in trace["rules"][0]["actions"]] == ["ok", "ok"]
+    log = (tmp_path / "log").read_text()
+    assert "left before the reply to DATA" in log
+    assert "Traceback" not in log

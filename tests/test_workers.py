@@ -289,3 +289,67 @@ def test_every_process_shows_one_made_up_certificate(tmp_path):
         assert server.stop() == 0
 
     assert len(shown) == 1
+
+
+SLEEPER = """
+import os
+import time
+from pathlib import Path
+
+PIDS = Path(__file__).with_name("pids")
+
+
+def sleeper(event, context):
+    message_id = event["Records"][0]["ses"]["mail"]["messageId"]
+    (PIDS / message_id).write_text(str(os.getpid()))
+    time.sleep(30)
+"""
+
+
+def test_a_dead_workers_background_handlers_are_settled(tmp_path):
+    """Killed with Event handlers running, a worker never reports them done:
+    the primary settles its messages, so waits for them end."""
+    (tmp_path / "pids").mkdir()
+    (tmp_path / "sleepers.py").write_text(SLEEPER)
+    document = {
+        "server": {"workers": 2, "grace_period": 1},
+        "functions": {"sleeper": "sleepers:sleeper"},
+        "rule_set": {
+            "name": "sleep",
+            "rules": [{"name": "all", "actions": [{"lambda": {
+                "function_arn": "sleeper", "invocation_type": "Event"}}]}],
+        },
+    }  # fmt: skip
+    path = tmp_path / "sesrx.yaml"
+    path.write_text(yaml.safe_dump(document))
+    server = ServerProcess(path, tmp_path / "data", tmp_path / "log")
+    try:
+        (worker,) = server.workers()
+        load = run_load(server.port, messages=40, sessions=40)
+        assert len(load.acked) == 40
+        deadline = time.monotonic() + 20
+        while len(list((tmp_path / "pids").iterdir())) < 40:
+            assert time.monotonic() < deadline, "the handlers did not all start"
+            time.sleep(0.05)
+        pids = {p.name: int(p.read_text()) for p in (tmp_path / "pids").iterdir()}
+        lost = {message_id for message_id, pid in pids.items() if pid == worker}
+        assert lost, "the worker took none of the 40 messages"
+
+        os.kill(worker, signal.SIGKILL)
+        assert gone(worker, 10)
+        deadline = time.monotonic() + 10
+        while True:
+            listed = get(f"{server.api}/api/messages?limit=100")["messages"]
+            done = {m["id"] for m in listed if m["done"]}
+            if done == lost or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert done == lost  # the primary's own handlers still run
+        calls = get(f"{server.api}/api/invocations?limit=100")["invocations"]
+        ended = {c["message_id"]: c["status"] for c in calls}
+        assert {ended[message_id] for message_id in lost} == {"error"}
+        assert (
+            "background handlers lost with worker 1" in (tmp_path / "log").read_text()
+        )
+    finally:
+        assert server.stop() == 0
