@@ -165,6 +165,8 @@ def _check_text(node: Node) -> None:
 def _describe(value: Any) -> str:
     if value is None:
         return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     name = _TYPE_NAMES.get(type(value), type(value).__name__)
     if isinstance(value, dict | list):
         return name

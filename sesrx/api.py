@@ -257,6 +257,7 @@ class Api:
 
     async def invocations(self, request: web.Request) -> web.Response:
         limit = _integer(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        offset = _integer(request, "offset", 0, 0, 10**9)
         function = request.query.get("function")
         message_id = request.query.get("message_id")
         found = [
@@ -265,7 +266,10 @@ class Api:
             if (function is None or invocation.function_name == function)
             and (message_id is None or invocation.message_id == message_id)
         ]
-        return web.json_response({"total": len(found), "invocations": found[:limit]})
+        page = found[offset : offset + limit]
+        return web.json_response(
+            {"total": len(found), "offset": offset, "limit": limit, "invocations": page}
+        )
 
     async def outbox(self, request: web.Request) -> web.Response:
         limit = _integer(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)

@@ -291,6 +291,14 @@ async def _run(config: Config, shared: Shared | None) -> None:
     log.info("stopped")
 
 
+def _processes(server: Server) -> str:
+    """Say how many processes serve, and their ids, the first one's first."""
+    if server.primary is None:
+        return f"1 (pid {os.getpid()})"
+    pids = [os.getpid(), *(child.pid for child in server.primary.children)]
+    return f"{len(pids)} (pids {', '.join(map(str, pids))}; the first runs the API)"
+
+
 def _log_start(server: Server) -> None:
     config = server.config
     api = "off"
@@ -303,7 +311,7 @@ def _log_start(server: Server) -> None:
         "  rule set:  %s (%d rule%s)\n"
         "  data:      %s\n"
         "  buckets:   %s\n"
-        "  processes: %d\n"
+        "  processes: %s\n"
         "  press Ctrl+C to stop",
         __version__,
         server.address,
@@ -314,7 +322,7 @@ def _log_start(server: Server) -> None:
         "" if len(config.rule_set.rules) == 1 else "s",
         config.data_dir.resolve(),
         buckets_line(config),
-        config.server.workers,
+        _processes(server),
         extra={"multiline": True},
     )
     for warning in warnings(config):

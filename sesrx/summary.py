@@ -31,6 +31,7 @@ def describe(config: Config) -> str:
     lines = [
         f"config:      {config.source_name}",
         f"listen:      {server.host}:{server.port} as {server.hostname}",
+        f"processes:   {server.workers}",
         f"data:        {config.data_dir}",
         f"verified:    {domains}",
         f"bounce mode: {server.bounce_mode}",

@@ -274,6 +274,13 @@ def test_invocations_are_listed(server):
     assert invocation["duration_ms"] >= 0
     assert request(server, "/api/invocations?function=other")[1]["invocations"] == []
 
+    later = send(server.port, make_message(), ["audit@example.com"])
+    page = request(server, "/api/invocations?limit=1&offset=1")[1]
+    assert (page["total"], page["offset"], page["limit"]) == (2, 1, 1)
+    assert [i["message_id"] for i in page["invocations"]] == [sent.message_id]
+    newest = request(server, "/api/invocations?limit=1")[1]["invocations"]
+    assert [i["message_id"] for i in newest] == [later.message_id]
+
 
 def test_outbox_lists_bounce_messages(write_config, serve):
     """In dsn mode each bounce is a message in the outbox."""

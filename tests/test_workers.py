@@ -244,7 +244,11 @@ def test_the_others_serve_on_when_a_worker_dies(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "problem"),
-    [(0, "expected an integer of at least 1"), (65, "expected at most 64 processes")],
+    [
+        (0, "expected an integer of at least 1"),
+        (65, "expected at most 64 processes"),
+        (True, "expected an integer, got true$"),
+    ],
 )
 def test_a_worker_count_out_of_range_names_its_key(tmp_path, value, problem):
     path = pid_config(tmp_path)
