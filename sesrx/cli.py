@@ -189,6 +189,11 @@ def _serve(args: argparse.Namespace) -> int:
     except SesrxError as exc:
         log.error("cannot start: %s", exc)
         code = EXIT_START
+    except BaseException:
+        if shared is None or not isinstance(shared.role, Worker):
+            raise
+        log.exception("worker failed")
+        code = EXIT_START
     if shared is not None and isinstance(shared.role, Worker):
         # A forked worker must not run the exit handlers it copied.
         _leave(code)
@@ -284,6 +289,7 @@ async def _run(config: Config, shared: Shared | None) -> None:
     await stopping.wait()
 
     if server.worker is not None:
+        server.worker.leaving()
         await server.stop()
         return
     log.info("shutting down (grace period %g s)", config.server.grace_period)

@@ -10,15 +10,17 @@ idle one gets the next connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable
 
 from sesrx.errors import StartError
 
-__all__ = ["Acceptor", "bind"]
+__all__ = ["Acceptor", "bind", "forget_at_fork", "keep_from_forks"]
 
 log = logging.getLogger("sesrx.server")
 
@@ -26,6 +28,32 @@ BACKLOG = 128
 # Seconds to wait before accepting again when out of file descriptors.
 RETRY_AFTER_EXHAUSTION = 0.5
 _EXHAUSTION = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+# Sockets a process forked by a handler must not keep open: the listening
+# ones (or the port stays taken after sesrx stops) and the channels between
+# sesrx's processes (or their end goes unnoticed).
+_SERVING: set[socket.socket] = set()
+
+
+def keep_from_forks(sock: socket.socket) -> None:
+    """Close ``sock`` in any process forked from this one from now on."""
+    _SERVING.add(sock)
+
+
+def forget_at_fork(sock: socket.socket) -> None:
+    """Stop closing ``sock`` at a fork (it is being closed here)."""
+    _SERVING.discard(sock)
+
+
+def _close_in_child() -> None:
+    for sock in list(_SERVING):
+        with contextlib.suppress(OSError):
+            sock.close()
+    _SERVING.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 def bind(host: str, port: int) -> list[socket.socket]:
@@ -73,6 +101,7 @@ class Acceptor:
         self._loop = asyncio.get_running_loop()
         self._starting: set[asyncio.Task[None]] = set()
         self._loop.add_reader(sock.fileno(), self._accept)
+        keep_from_forks(sock)
 
     def _accept(self) -> None:
         try:
@@ -117,6 +146,7 @@ class Acceptor:
 
     def close(self) -> None:
         """Stop accepting, and close this process's handle on the socket."""
+        forget_at_fork(self.sock)
         if self.sock.fileno() != -1:
             self._loop.remove_reader(self.sock.fileno())
             self.sock.close()

@@ -27,7 +27,7 @@ from sesrx.errors import describe_error
 from sesrx.storage import read_regular_file
 from sesrx.trace import TRACE_READ_LIMIT, MessageTrace
 
-__all__ = ["MESSAGE_ID", "Entry", "Mailbox", "Query", "read_traces"]
+__all__ = ["MESSAGE_ID", "Entry", "Mailbox", "Query", "keeps_raw", "read_traces"]
 
 log = logging.getLogger("sesrx.api")
 
@@ -350,7 +350,7 @@ class Mailbox:
                 _replace_with_reload(queue)
 
     def _keep_raw(self, message_id: str, raw: bytes) -> None:
-        if len(raw) > RAW_BUDGET // 4:
+        if not keeps_raw(len(raw)):
             return
         self._raw[message_id] = raw
         self._raw_bytes += len(raw)
@@ -362,6 +362,11 @@ class Mailbox:
         raw = self._raw.pop(message_id, None)
         if raw is not None:
             self._raw_bytes -= len(raw)
+
+
+def keeps_raw(size: int) -> bool:
+    """Say whether the bytes of a message of ``size`` are kept in memory."""
+    return size <= RAW_BUDGET // 4
 
 
 def _replace_with_reload(queue: asyncio.Queue[dict[str, Any]]) -> None:

@@ -20,7 +20,7 @@ from sesrx.inbound import Delivery
 from sesrx.lambda_logs import Capture
 from sesrx.lambdas import LambdaRuntime
 from sesrx.listen import Acceptor, bind
-from sesrx.mailbox import Entry, Mailbox, read_traces
+from sesrx.mailbox import Entry, Mailbox, keeps_raw, read_traces
 from sesrx.pipeline import Pipeline
 from sesrx.reload import watch
 from sesrx.setup_notice import write_setup_notifications
@@ -69,6 +69,8 @@ class Server:
         self.port: int | None = None
         self.tls_port: int | None = None
         self._acceptors: list[Acceptor] = []
+        self._clear_lock = asyncio.Lock()
+        self._clearing: set[asyncio.Task[int]] = set()
         self._sessions: set[SesSMTP] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._warming: asyncio.Future[None] | None = None
@@ -160,8 +162,10 @@ class Server:
             self.mailbox.add(entry, raw)
         else:
             # The primary reads stored objects from the bucket, so only a
-            # message no S3 action stored travels with its summary.
-            self.worker.report(entry, None if _stored(delivery.trace) else raw)
+            # message no S3 action stored travels with its summary, and only
+            # if the primary would keep it.
+            kept = not _stored(delivery.trace) and keeps_raw(len(raw))
+            self.worker.report(entry, raw if kept else None)
 
     async def message_trace(self, message_id: str) -> dict[str, Any] | None:
         """Return the trace file of ``message_id`` as it stands now."""
@@ -213,8 +217,18 @@ class Server:
         The setup notifications are written again, as they would stand in
         a bucket whose rules have just been saved.
         """
+        # On its own task: if whoever asked goes away, the pause must still
+        # last until the folder is empty, or messages answered meanwhile
+        # would be deleted with it.
+        clearing = asyncio.get_running_loop().create_task(self._clear())
+        self._clearing.add(clearing)
+        clearing.add_done_callback(self._clearing.discard)
+        return await asyncio.shield(clearing)
+
+    async def _clear(self) -> int:
         workers = self.primary.paused() if self.primary else contextlib.nullcontext()
-        async with self.pipeline.paused(), workers:
+        # One at a time: two would empty the folders under each other's writes.
+        async with self._clear_lock, self.pipeline.paused(), workers:
             self.mailbox.clear()
             self.lambdas.invocations.clear()
             removed = await asyncio.to_thread(self.data_dir.empty)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import pickle
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sesrx.errors import StartError
 from sesrx.lambdas import Invocation
+from sesrx.listen import forget_at_fork, keep_from_forks
 
 if TYPE_CHECKING:
     from sesrx.mailbox import Entry
@@ -37,6 +39,10 @@ log = logging.getLogger("sesrx.workers")
 
 # Seconds a worker may take to stop beyond the grace period before it is killed.
 STOP_MARGIN = 5.0
+# Seconds beyond the Lambda timeout a worker may take to pause for a clear.
+PAUSE_MARGIN = 10.0
+# Seconds to read what an ended worker wrote before closing its channel.
+EXIT_DRAIN = 1.0
 _LENGTH = 4
 
 
@@ -93,6 +99,7 @@ def fork_workers(count: int) -> Primary | Worker:
     thread that calls it.
     """
     children: list[Child] = []
+    parent = os.getpid()
     for number in range(1, count):
         ours, theirs = socket.socketpair()
         try:
@@ -103,10 +110,27 @@ def fork_workers(count: int) -> Primary | Worker:
             ours.close()
             for child in children:  # the primary's ends, copied by the fork
                 child.sock.close()
+            _end_with(parent)
             return Worker(number, theirs)
         theirs.close()
         children.append(Child(number, pid, ours))
     return Primary(children)
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel send SIGTERM when the primary ends (Linux).
+
+    End of file on the channel says so too, but a process a handler forked
+    in the primary holds a copy of its end and keeps the channel open.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it ended before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -121,6 +145,7 @@ class Child:
     acks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     # Messages whose background handlers run in this worker.
     pending: set[str] = field(default_factory=set)
+    leaving: bool = False  # it said it stops on a signal of its own
 
 
 class Primary:
@@ -131,15 +156,20 @@ class Primary:
         self._followers: set[asyncio.Task[None]] = set()
         self._pauses = 0
         self._stopping = False
+        # Longer than a worker's messages can take to finish (set at start).
+        self.pause_timeout = 60.0
 
     async def start(self, server: Server) -> None:
         """Listen to every worker, feeding the server's list of messages."""
+        self.pause_timeout = server.config.server.lambda_timeout + PAUSE_MARGIN
         loop = asyncio.get_running_loop()
         for child in self.children:
             child.channel = await Channel.open(child.sock)
+            keep_from_forks(child.sock)
             task = loop.create_task(self._follow(child, server))
             self._followers.add(task)
             task.add_done_callback(self._followers.discard)
+            _watch_exit(child)
 
     async def _follow(self, child: Child, server: Server) -> None:
         assert child.channel is not None
@@ -156,9 +186,14 @@ class Primary:
                 _record(server.lambdas.invocations, frame[1], first=frame[2])
             elif kind == "paused":
                 _resolve(child.acks.pop(frame[1], None))
+            elif kind == "leaving":
+                child.leaving = True
 
         child.channel.close()
-        if not self._stopping:
+        forget_at_fork(child.sock)
+        if child.leaving:
+            log.info("worker %d (pid %d) stopped", child.number, child.pid)
+        elif not self._stopping:
             log.error(
                 "worker %d (pid %d) ended unexpectedly; the others go on serving",
                 child.number,
@@ -183,7 +218,17 @@ class Primary:
             assert child.channel is not None
             child.channel.send("pause", number)
         try:
-            await asyncio.gather(*(child.acks[number] for child in live))
+            acks = {child.acks[number]: child for child in live}
+            if acks:
+                _, late = await asyncio.wait(acks, timeout=self.pause_timeout)
+                for ack in late:  # stopped (SIGSTOP) or stuck: wait no longer
+                    log.warning(
+                        "worker %d (pid %d) did not pause within %g s; going on"
+                        " without it",
+                        acks[ack].number,
+                        acks[ack].pid,
+                        self.pause_timeout,
+                    )
             yield
         finally:
             for child in live:
@@ -199,19 +244,8 @@ class Primary:
                 child.channel.send("stop")
 
     async def wait_stopped(self, grace: float) -> None:
-        """Wait for every worker to end; kill one that hangs."""
-        for child in self.children:
-            try:
-                await asyncio.wait_for(child.ended.wait(), grace + STOP_MARGIN)
-            except TimeoutError:
-                log.warning(
-                    "worker %d (pid %d) did not stop; killing it",
-                    child.number,
-                    child.pid,
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGKILL)
-                await child.ended.wait()
+        """Wait for every worker to end, all at once; kill those that hang."""
+        await asyncio.gather(*(_stopped(child, grace) for child in self.children))
 
 
 def _abandon(child: Child, server: Server) -> None:
@@ -229,6 +263,41 @@ def _abandon(child: Child, server: Server) -> None:
         )
         server.mailbox.settle(message_id)
     child.pending.clear()
+
+
+async def _stopped(child: Child, grace: float) -> None:
+    try:
+        await asyncio.wait_for(child.ended.wait(), grace + STOP_MARGIN)
+    except TimeoutError:
+        log.warning(
+            "worker %d (pid %d) did not stop; killing it", child.number, child.pid
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGKILL)
+        await child.ended.wait()
+
+
+def _watch_exit(child: Child) -> None:
+    """Close the channel shortly after the worker's process ends.
+
+    End of file says so too, but not while a process a handler forked in the
+    worker holds a copy of its end. Linux only (a pidfd); elsewhere end of
+    file alone.
+    """
+    try:
+        descriptor = os.pidfd_open(child.pid)
+    except (OSError, AttributeError):
+        return
+    loop = asyncio.get_running_loop()
+
+    def ended() -> None:
+        loop.remove_reader(descriptor)
+        os.close(descriptor)
+        # What it wrote before it ended is still to be read.
+        if child.channel is not None:
+            loop.call_later(EXIT_DRAIN, child.channel.close)
+
+    loop.add_reader(descriptor, ended)
 
 
 def _resolve(future: asyncio.Future[None] | None) -> None:
@@ -272,6 +341,7 @@ class Worker:
     async def start(self, server: Server) -> None:
         """Report the server's messages and invocations to the primary."""
         channel = self._channel = await Channel.open(self._sock)
+        keep_from_forks(self._sock)
         server.lambdas.on_settled = lambda message_id: channel.send(
             "settled", message_id
         )
@@ -279,6 +349,11 @@ class Worker:
             "invocation", invocation, first
         )
         self._spawn(self._follow(server))
+
+    def leaving(self) -> None:
+        """Tell the primary this worker stops on a signal of its own."""
+        if self._channel is not None:
+            self._channel.send("leaving")
 
     def report(self, entry: Entry, raw: bytes | None) -> None:
         """Tell the primary of a message just answered."""

@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -543,3 +544,33 @@ def test_trace_files_replaced_while_running_are_not_followed(server, tmp_path):
     os.symlink("/etc/passwd", bucket / "billing" / other.message_id)
     status, raw, headers = request(server, f"/api/messages/{other.message_id}/raw")
     assert b"root:" not in raw
+
+
+def test_a_clear_whose_client_leaves_still_holds_deliveries_back(server, tmp_path):
+    """The client of a slow DELETE gives up: the clear goes on, and messages
+    wait for its end rather than being stored and then deleted with it."""
+    junk = tmp_path / "data" / "s3" / "junk"
+    junk.mkdir(parents=True)
+    for number in range(20_000):  # makes emptying the folder take a while
+        (junk / str(number)).write_bytes(b"")
+
+    with pytest.raises((TimeoutError, urllib.error.URLError)):  # the client hangs up
+        request(server, "/api/messages", method="DELETE", timeout=0.2)
+    sent = send(server.port, make_message(), ["billing@example.com"])
+    assert sent.code == 250
+
+    deadline = time.monotonic() + 60
+    while junk.exists():
+        assert time.monotonic() < deadline, "the clear did not finish"
+        time.sleep(0.05)
+    bucket = tmp_path / "data" / "s3" / "inbound" / "billing"
+    assert (bucket / sent.message_id).is_file()
+
+
+def test_clears_at_once_all_succeed(server):
+    """Overlapping DELETEs take turns: none fails on the other's half-empty folders."""
+    for _ in range(20):
+        send(server.port, make_message(), ["billing@example.com"])
+    with ThreadPoolExecutor(8) as pool:
+        calls = pool.map(lambda _: request(server, "/api/messages", "DELETE"), range(8))
+        assert {status for status, _, _ in calls} == {200}

@@ -7,10 +7,12 @@ once, one API listing all of them, one clear, one stop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -19,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 from loadgen import ServerProcess, run_load, stored_objects
@@ -357,3 +360,59 @@ def test_a_dead_workers_background_handlers_are_settled(tmp_path):
         )
     finally:
         assert server.stop() == 0
+
+
+FORKER = """
+import multiprocessing
+import time
+
+LEFT = []
+
+
+def forks(event, context):
+    # A process the handler starts and leaves running, as a pool would.
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+    child.start()
+    LEFT.append(child)
+"""
+
+
+def test_processes_a_handler_forks_hold_neither_the_port_nor_a_stop(tmp_path):
+    """Forked by a handler, a process shares none of sesrx's sockets: SIGTERM
+    stops every sesrx process in time, and the port is free afterwards."""
+    (tmp_path / "forkers.py").write_text(FORKER)
+    document = {
+        "server": {"workers": 2, "grace_period": 2},
+        "functions": {"forks": "forkers:forks"},
+        "rule_set": {"name": "fork", "rules": [{"name": "all", "actions": [
+            {"lambda": {"function_arn": "forks",
+                        "invocation_type": "RequestResponse"}}]}]},
+    }  # fmt: skip
+    path = tmp_path / "sesrx.yaml"
+    path.write_text(yaml.safe_dump(document))
+    server = ServerProcess(path, tmp_path / "data", tmp_path / "log")
+    (worker,) = server.workers()
+    left = []
+    try:
+        load = run_load(server.port, messages=40, sessions=40)
+        assert len(load.acked) == 40
+        left = [
+            child.pid
+            for process in (psutil.Process(server.process.pid), psutil.Process(worker))
+            for child in process.children()
+            if child.pid != worker
+        ]
+        assert left, "no handler process was left"
+
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+        assert gone(worker, 10)
+        assert time.monotonic() - started < 15
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    finally:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        server.stop()
