@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from importlib import resources
@@ -38,6 +39,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from sesrx import __version__
 from sesrx.errors import StartError
+from sesrx.listen import bind, forget_at_fork, keep_from_forks
 from sesrx.mailbox import MESSAGE_ID, Entry, Query
 from sesrx.trace import lambda_actions
 
@@ -77,7 +79,8 @@ class Api:
         self.server = server
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
-        self._listener: asyncio.Server | None = None
+        self._listeners: list[asyncio.Server] = []
+        self._sockets: list[socket.socket] = []
         self._streams: set[web.StreamResponse] = set()
         self._waiting = 0
 
@@ -129,25 +132,31 @@ class Api:
                 open_now[0].force_close()  # its transport goes at once
             return handlers()
 
-        loop = asyncio.get_running_loop()
         try:
-            self._listener = await loop.create_server(connection, host, port)
-        except OSError as exc:
+            sockets = bind(host, port, " for the HTTP API")
+        except StartError:
             await runner.cleanup()
-            raise StartError(
-                f"cannot listen on {host}:{port} for the HTTP API: "
-                f"{exc.strerror or exc}"
-            ) from exc
+            raise
+        loop = asyncio.get_running_loop()
+        for sock in sockets:
+            # Closed in processes a handler forks, so the port is free once
+            # sesrx stops.
+            keep_from_forks(sock)
+            self._listeners.append(await loop.create_server(connection, sock=sock))
         self._runner = runner
-        self.port = self._listener.sockets[0].getsockname()[1]
+        self._sockets = sockets
+        self.port = sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         """Close open event streams and stop listening."""
         if self._runner is None:
             return
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        for listener in self._listeners:
+            listener.close()  # and its socket
+        for sock in self._sockets:
+            forget_at_fork(sock)
+        self._listeners = []
+        self._sockets = []
         for response in list(self._streams):
             task = response.task
             if task is not None:

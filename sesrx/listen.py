@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import ssl
+import weakref
 from collections.abc import Callable
 
 from sesrx.errors import StartError
@@ -31,9 +32,11 @@ _EXHAUSTION = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 # Sockets a process forked by a handler must not keep open: the listening
-# ones (or the port stays taken after sesrx stops) and the channels between
-# sesrx's processes (or their end goes unnoticed).
-_SERVING: set[socket.socket] = set()
+# ones (or the port stays taken after sesrx stops), clients' connections (or
+# a client waits on after sesrx hung up) and the channels between sesrx's
+# processes (or their end goes unnoticed). Weak, so that a connection closed
+# and dropped leaves no trace here.
+_SERVING: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 
 
 def keep_from_forks(sock: socket.socket) -> None:
@@ -56,9 +59,12 @@ def _close_in_child() -> None:
 os.register_at_fork(after_in_child=_close_in_child)
 
 
-def bind(host: str, port: int) -> list[socket.socket]:
-    """Bind and listen on every address ``host`` names; StartError if one fails."""
-    where = f"{host}:{port}"
+def bind(host: str, port: int, purpose: str = "") -> list[socket.socket]:
+    """Bind and listen on every address ``host`` names; StartError if one fails.
+
+    ``purpose`` ends the error's first words ("... for the HTTP API").
+    """
+    where = f"{host}:{port}{purpose}"
     try:
         infos = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -120,6 +126,7 @@ class Acceptor:
             return
 
         connection.setblocking(False)
+        keep_from_forks(connection)
         task = self._loop.create_task(self._start(connection))
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)

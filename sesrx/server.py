@@ -285,12 +285,18 @@ class Server:
         if self.primary is not None:
             self.primary.ask_to_stop()
 
-        try:
-            await asyncio.wait_for(self.handler.idle.wait(), grace)
-        except TimeoutError:
+        deadline = asyncio.get_running_loop().time() + grace
+        if await self._messages_done(deadline):
+            for session in list(self._sessions):
+                session.close()
+            # A message whose data ended just as its session closed is still
+            # processed to its end, and its background handlers start: they
+            # get their grace period with the others.
+            await self._messages_done(deadline)
+        else:
             log.warning("messages still in flight after %g s", grace)
-        for session in list(self._sessions):
-            session.close()
+            for session in list(self._sessions):
+                session.close()
 
         if not await self.lambdas.drain(grace):
             log.warning(
@@ -307,6 +313,15 @@ class Server:
         if self.api is not None:
             await self.api.stop()
         Capture.uninstall()
+
+    async def _messages_done(self, deadline: float) -> bool:
+        """Wait until no message is being processed, or until ``deadline``."""
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait_for(self.handler.idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     @property
     def address(self) -> str:

@@ -160,15 +160,19 @@ def test_sigterm_abandons_handlers_after_the_grace_period(write_config, tmp_path
     assert "1 Lambda handlers still running after 0.5 s; abandoning them" in log
 
 
-def test_busy_port_exits_1(tmp_path):
-    """A port in use is reported and the exit code is 1."""
+@pytest.mark.parametrize(
+    ("flag", "other", "named"),
+    [("--port", "--api-port", ""), ("--api-port", "--port", " for the HTTP API")],
+)
+def test_busy_port_exits_1(tmp_path, flag, other, named):
+    """A port in use (SMTP's or the API's) is named and the exit code is 1."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
 
         result = subprocess.run(
-            [*SESRX, "serve", "--port", str(port), "--api-port", "0"],
+            [*SESRX, "serve", flag, str(port), other, "0"],
             capture_output=True,
             text=True,
             cwd=tmp_path,
@@ -176,7 +180,7 @@ def test_busy_port_exits_1(tmp_path):
         )
 
     assert result.returncode == 1
-    assert "cannot start" in result.stderr
+    assert f"cannot start: cannot listen on 127.0.0.1:{port}{named}:" in result.stderr
     assert "Traceback" not in result.stderr
 
 

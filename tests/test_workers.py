@@ -196,7 +196,9 @@ def test_sigterm_stops_every_process_after_its_handlers(tmp_path):
     check_stored(tmp_path / "data" / "s3" / "inbound", load.acked)
     done = {path.name for path in (tmp_path / "done").iterdir()}
     assert set(load.acked) <= done, "a background handler was cut short"
-    assert "Traceback" not in (tmp_path / "log").read_text()
+    log = (tmp_path / "log").read_text()
+    assert "Traceback" not in log
+    assert "lost with worker" not in log
 
 
 def test_a_killed_primary_takes_its_workers_with_it(tmp_path):
@@ -392,8 +394,12 @@ def test_processes_a_handler_forks_hold_neither_the_port_nor_a_stop(tmp_path):
     path.write_text(yaml.safe_dump(document))
     server = ServerProcess(path, tmp_path / "data", tmp_path / "log")
     (worker,) = server.workers()
+    api_port = int(server.api.rsplit(":", 1)[1])
     left = []
+    # A client connected while handlers fork: it must see sesrx hang up.
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     try:
+        assert idle.recv(1024).startswith(b"220")
         load = run_load(server.port, messages=40, sessions=40)
         assert len(load.acked) == 40
         left = [
@@ -409,9 +415,15 @@ def test_processes_a_handler_forks_hold_neither_the_port_nor_a_stop(tmp_path):
         assert server.wait(30) == 0
         assert gone(worker, 10)
         assert time.monotonic() - started < 15
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        for port in (server.port, api_port):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=5)
+        said = b""
+        while chunk := idle.recv(1024):  # times out if a forked process holds it
+            said += chunk
+        assert said.startswith(b"421")
     finally:
+        idle.close()
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
