@@ -45,8 +45,8 @@ class FunctionLog:
         self._stream: TextIO | None = None
         self._failing = False
 
-    def write(self, request_id: str, text: str) -> None:
-        """Append a line in CloudWatch's ``time<TAB>request id<TAB>text`` form.
+    def write(self, request_id: str, *texts: str) -> None:
+        """Append lines in CloudWatch's ``time<TAB>request id<TAB>text`` form.
 
         A log that cannot be written (disk full, folder gone) is reported once
         and otherwise ignored: it must not fail the handler or the message.
@@ -63,7 +63,9 @@ class FunctionLog:
                     self._stream = self.path.open(
                         "a", encoding="utf-8", errors="backslashreplace"
                     )
-                self._stream.write(f"{stamp}\t{request_id}\t{text}\n")
+                self._stream.write(
+                    "".join(f"{stamp}\t{request_id}\t{text}\n" for text in texts)
+                )
                 self._stream.flush()
             except OSError as exc:
                 self._failed(exc)

@@ -28,7 +28,7 @@ from sesrx.disposition import Disposition, disposition_of, unknown_disposition
 from sesrx.errors import describe_error
 from sesrx.lambda_logs import Capture, FunctionLog, InvocationLog, capture
 from sesrx.storage import DataDir
-from sesrx.threads import on_daemon_thread
+from sesrx.threads import start_on_daemon_thread
 
 __all__ = ["Invocation", "LambdaContext", "LambdaRuntime"]
 
@@ -274,18 +274,18 @@ class MarshalError(Exception):
     """A handler returned a value that is not JSON (Lambda's MarshalError)."""
 
 
-async def _start(
+def _start(
     function: Function,
     event: dict[str, Any],
     context: LambdaContext,
     run_in: contextvars.Context,
-) -> Any:
-    """Run the handler on a daemon thread of its own and await its result.
+) -> asyncio.Future[Any]:
+    """Start the handler on a daemon thread; return the future of its result.
 
     ``async def`` handlers get an event loop of their own on that thread, so
     a handler that blocks, or never ends, holds up nobody else.
     """
-    return await on_daemon_thread(
+    return start_on_daemon_thread(
         f"lambda:{function.name}",
         _invoke,
         function.handler,
@@ -352,8 +352,8 @@ def _finish(output: InvocationLog, invocation: Invocation) -> None:
             request_id,
             invocation.error,
         )
-    output.sink.write(request_id, f"END RequestId: {request_id}")
     output.sink.write(
         request_id,
+        f"END RequestId: {request_id}",
         f"REPORT RequestId: {request_id}\tDuration: {invocation.duration_ms} ms",
     )

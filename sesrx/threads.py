@@ -1,8 +1,10 @@
 """Run blocking work on daemon threads and await it from the event loop.
 
-A daemon thread per call, rather than a pool: work that never ends (a
-handler stuck in a loop) costs one idle thread, holds no pool slot others
-wait for, and does not keep the process from exiting.
+Daemon threads with no upper bound, rather than a fixed pool: work that
+never ends (a handler stuck in a loop) costs one idle thread, holds no pool
+slot others wait for, and does not keep the process from exiting. A thread
+whose work is done waits a while for more before it ends, since starting a
+thread costs more than a handler that returns at once.
 """
 
 from __future__ import annotations
@@ -10,22 +12,81 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["on_daemon_thread"]
+__all__ = ["on_daemon_thread", "start_on_daemon_thread"]
 
 T = TypeVar("T")
 
+# Seconds a thread with nothing to do waits for more work before it ends.
+IDLE_FOR = 30.0
 
-async def on_daemon_thread(
+Job = tuple[str, Callable[[], None]]
+
+
+class _Spares:
+    """Threads waiting for work, and the queue they take it from."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self.waiting = 0  # threads waiting that no job has been promised to
+
+    def run(self, name: str, job: Callable[[], None]) -> None:
+        """Hand ``job`` to a waiting thread, or start a thread for it."""
+        with self.lock:
+            if self.waiting:
+                self.waiting -= 1
+                self.jobs.put((name, job))
+                return
+        threading.Thread(
+            target=self._serve, args=(job,), name=name, daemon=True
+        ).start()
+
+    def _serve(self, job: Callable[[], None]) -> None:
+        while True:
+            job()
+            with self.lock:
+                self.waiting += 1
+            try:
+                name, job = self.jobs.get(timeout=IDLE_FOR)
+            except queue.Empty:
+                with self.lock:
+                    # A job handed out just as the wait ended is this one's.
+                    try:
+                        name, job = self.jobs.get_nowait()
+                    except queue.Empty:
+                        self.waiting -= 1
+                        return
+            threading.current_thread().name = name
+
+
+_spares = _Spares()
+
+
+def _forget_spares() -> None:
+    # A forked process has none of its parent's threads.
+    global _spares
+    _spares = _Spares()
+
+
+os.register_at_fork(after_in_child=_forget_spares)
+
+
+def start_on_daemon_thread(
     name: str,
     function: Callable[..., T],
     *args: Any,
     context: contextvars.Context | None = None,
-) -> T:
-    """Call ``function(*args)`` on a new daemon thread; await its result."""
+) -> asyncio.Future[T]:
+    """Start ``function(*args)`` on a daemon thread; return its future.
+
+    Cancelling the future leaves the thread to finish; its result is dropped.
+    """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
     run_in = context or contextvars.copy_context()
@@ -46,5 +107,15 @@ async def on_daemon_thread(
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, reply)
 
-    threading.Thread(target=work, name=name, daemon=True).start()
-    return await future
+    _spares.run(name, work)
+    return future
+
+
+async def on_daemon_thread(
+    name: str,
+    function: Callable[..., T],
+    *args: Any,
+    context: contextvars.Context | None = None,
+) -> T:
+    """Call ``function(*args)`` on a daemon thread; await its result."""
+    return await start_on_daemon_thread(name, function, *args, context=context)
