@@ -33,6 +33,7 @@ from sesrx.log_setup import configure_logging
 from sesrx.server import Server
 from sesrx.storage import DataDir
 from sesrx.summary import buckets_line, describe, warnings
+from sesrx.threads import idle_threads
 from sesrx.tls import server_context
 from sesrx.workers import Shared, Worker, fork_workers
 
@@ -221,7 +222,13 @@ def _exit_if_held() -> None:
     would keep sesrx alive past its grace period. Otherwise exit normally,
     so that profilers and coverage can write their data.
     """
-    threads = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    # Threads of sesrx's that wait for work hold nothing up.
+    waiting = idle_threads()
+    threads = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and t not in waiting
+    ]
     children = multiprocessing.active_children()
     if not threads and not children:
         return

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["on_daemon_thread", "start_on_daemon_thread"]
+__all__ = ["idle_threads", "on_daemon_thread", "start_on_daemon_thread"]
 
 T = TypeVar("T")
 
@@ -35,6 +35,7 @@ class _Spares:
         self.lock = threading.Lock()
         self.jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self.waiting = 0  # threads waiting that no job has been promised to
+        self.idle: set[threading.Thread] = set()
 
     def run(self, name: str, job: Callable[[], None]) -> None:
         """Hand ``job`` to a waiting thread, or start a thread for it."""
@@ -48,10 +49,12 @@ class _Spares:
         ).start()
 
     def _serve(self, job: Callable[[], None]) -> None:
+        me = threading.current_thread()
         while True:
             job()
             with self.lock:
                 self.waiting += 1
+                self.idle.add(me)
             try:
                 name, job = self.jobs.get(timeout=IDLE_FOR)
             except queue.Empty:
@@ -61,8 +64,11 @@ class _Spares:
                         name, job = self.jobs.get_nowait()
                     except queue.Empty:
                         self.waiting -= 1
+                        self.idle.discard(me)
                         return
-            threading.current_thread().name = name
+            with self.lock:
+                self.idle.discard(me)
+            me.name = name
 
 
 _spares = _Spares()
@@ -75,6 +81,12 @@ def _forget_spares() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_spares)
+
+
+def idle_threads() -> frozenset[threading.Thread]:
+    """Return the threads waiting for work: nothing runs on them."""
+    with _spares.lock:
+        return frozenset(_spares.idle)
 
 
 def start_on_daemon_thread(

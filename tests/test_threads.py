@@ -11,7 +11,7 @@ import time
 import pytest
 
 from sesrx import threads
-from sesrx.threads import on_daemon_thread, start_on_daemon_thread
+from sesrx.threads import idle_threads, on_daemon_thread, start_on_daemon_thread
 
 
 def test_results_errors_and_context_reach_the_caller():
@@ -32,13 +32,38 @@ def test_results_errors_and_context_reach_the_caller():
 
 
 def test_a_thread_whose_work_ended_takes_the_next():
-    async def main() -> set[int]:
-        seen = set()
+    async def main() -> None:
+        await on_daemon_thread("t", time.sleep, 0)
+        before = set(threading.enumerate())
         for _ in range(20):
-            seen.add(await on_daemon_thread("t", threading.get_ident))
-        return seen
+            assert await on_daemon_thread("t", threading.current_thread) in before
 
-    assert len(asyncio.run(main())) == 1
+    asyncio.run(main())
+
+
+def test_a_thread_waiting_for_work_is_told_apart():
+    release = threading.Event()
+    holder: list[threading.Thread] = []
+
+    def hold() -> None:
+        holder.append(threading.current_thread())
+        release.wait()
+
+    async def main() -> None:
+        busy = start_on_daemon_thread("busy", hold)
+        while not holder:
+            await asyncio.sleep(0.01)
+        try:
+            assert holder[0] not in idle_threads()
+        finally:
+            release.set()
+        await busy
+        deadline = time.monotonic() + 5
+        while holder[0] not in idle_threads():
+            assert time.monotonic() < deadline, "the thread never waited for work"
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
 
 
 def test_work_that_never_ends_holds_up_nobody():
