@@ -190,6 +190,12 @@ def _serve(args: argparse.Namespace) -> int:
     except SesrxError as exc:
         log.error("cannot start: %s", exc)
         code = EXIT_START
+    except KeyboardInterrupt:
+        # Ctrl+C before the signal handlers were in place: the primary
+        # says so once, for every process of the group.
+        if shared is None or not isinstance(shared.role, Worker):
+            raise
+        code = EXIT_START
     except BaseException:
         if shared is None or not isinstance(shared.role, Worker):
             raise
@@ -280,6 +286,10 @@ async def _run(config: Config, shared: Shared | None) -> None:
     stopping = asyncio.Event()
     if server.worker is not None:
         server.worker.on_stop = stopping.set
+    # From here a signal asks for a clean stop, once start-up is done.
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
     await server.start()
     # What start-up made lives as long as the process: out of the collector's
     # sight, a full collection takes well under a millisecond instead of tens
@@ -290,9 +300,6 @@ async def _run(config: Config, shared: Shared | None) -> None:
     else:
         log.debug("worker %d serving, pid %d", server.worker.number, os.getpid())
 
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
 
     if server.worker is not None:

@@ -220,6 +220,42 @@ def test_idle_sessions_are_told_of_the_shutdown(tmp_path):
     assert last == b"421 4.3.2 Service shutting down\r\n"
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_while_starting_ends_quietly(tmp_path, workers):
+    """Ctrl+C at any moment of start-up, to the whole process group as a
+    terminal sends it: exit 130 with one line, or a normal stop, and never a
+    traceback from any process."""
+    interrupted = 0
+    for delay in (0, 0.05, 0.1, 0.2, 0.3, 0.5):
+        process = subprocess.Popen(
+            # Python tells each module it imported: the interrupts fall after
+            # Python's own start, in sesrx's (sesrx/__init__ imports little).
+            [sys.executable, "-X", "importtime", "-m", "sesrx", "serve"]
+            + ["--port", "0", "--api-port", "0", "--workers", workers],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.rstrip().endswith("| sesrx"):
+                break
+        time.sleep(0.01 + delay)
+        os.killpg(process.pid, signal.SIGINT)
+        _, log = process.communicate(timeout=30)
+
+        assert "Traceback" not in log, log
+        assert process.returncode in (0, 130), log
+        if process.returncode == 130:
+            assert log.endswith("sesrx: interrupted\n"), log
+            interrupted += 1
+        else:
+            assert "stopped" in log
+    # Importing the server's modules takes far longer than 10 ms.
+    assert interrupted >= 1
+
+
 def test_threads_left_by_handlers_do_not_block_exit(write_config, tmp_path):
     """Non-daemon threads a handler starts do not keep the process alive."""
     path = write_config(
