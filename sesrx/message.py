@@ -17,6 +17,7 @@ from email.header import decode_header, make_header
 __all__ = [
     "Header",
     "header_block",
+    "header_size",
     "new_message_id",
     "parse_headers",
     "received_header",
@@ -32,6 +33,11 @@ MAX_HEADER_BYTES = 256 * 1024
 # A field name is printable ASCII without ":" (RFC 5322 section 3.6.8);
 # white space before the colon is the obsolete syntax of section 4.5.
 _FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:")
+# A line break followed by neither a folded line nor a field: the empty line,
+# or a line with no field name, where parse_headers stops reading.
+_HEADER_ENDS = re.compile(rb"\r\n(?![ \t]|[!-9;-~]+[ \t]*:)")
+# How far past the limit a line is read to tell whether it is a field.
+_NAME_ROOM = 1024
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = (
     "Jan",
@@ -88,6 +94,33 @@ def parse_headers(raw: bytes) -> tuple[Header, ...]:
         fields.append((match.group(1), [line[match.end() :]]))
 
     return tuple(_header(name, parts) for name, parts in fields)
+
+
+def header_size(raw: bytes, limit: int) -> int:
+    """Return the header block's length in bytes, or ``limit + 1`` if longer.
+
+    The block ends where :func:`parse_headers` stops: the empty line, or the
+    first line that is neither a field nor a folded line, so a message that
+    has no empty line, or starts with one, is not all header. Lines end with
+    CRLF (the only line break SMTP lets through).
+    """
+    end = raw.find(b"\r\n\r\n", 0, limit + 4)
+    if end >= 0:  # the usual case: at most ``limit``
+        return end + 2
+    start = 0
+    if raw.startswith(b"From "):  # an mbox line
+        newline = raw.find(b"\r\n")
+        start = len(raw) if newline < 0 else newline + 2
+    if not _FIELD.match(raw, start):
+        return start
+    found = _HEADER_ENDS.search(raw, start, limit + 2 + _NAME_ROOM)
+    if found is None:
+        size = len(raw)
+    elif _FIELD.match(raw, found.end()):  # a name too long to see in the window
+        size = limit + 1
+    else:
+        size = found.start() + 2
+    return size if size <= limit else limit + 1
 
 
 def header_block(raw: bytes) -> bytes:

@@ -15,6 +15,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from sesrx.data_reader import read_data
 from sesrx.ip_filters import REPLY_BLOCKED, is_blocked
+from sesrx.message import header_size
 from sesrx.pipeline import REPLY_RETRY, Arrival, Pipeline
 from sesrx.rules import recipient_reply, refusal_reason
 from sesrx.scan import PIECE
@@ -134,7 +135,7 @@ class SesHandler:
             log.info("%s refused a message with a bare CR or LF", _peer(session))
             return REPLY_BARE_LINE_BREAK
         limits = self.pipeline.config.server.limits
-        if _header_size(content, limits.max_header_size) > limits.max_header_size:
+        if header_size(content, limits.max_header_size) > limits.max_header_size:
             log.info(
                 "%s refused a message with a header block too large", _peer(session)
             )
@@ -335,14 +336,6 @@ def _note_lost(task: asyncio.Task[None]) -> None:
     error = task.exception()
     if error is not None and not isinstance(error, ConnectionError):
         log.error("session failed", exc_info=error)
-
-
-def _header_size(content: bytes, limit: int) -> int:
-    """Return the header block's length, or more than ``limit`` past it."""
-    end = content.find(b"\r\n\r\n", 0, limit + 4)
-    if end >= 0:
-        return end + 2
-    return len(content) if len(content) <= limit else limit + 1
 
 
 def _uses_tls(server: SMTP, session: Session) -> bool:

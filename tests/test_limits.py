@@ -162,6 +162,28 @@ def test_a_header_block_past_the_limit_gets_552(write_config, serve, tmp_path):
 
 
 @pytest.mark.parametrize(
+    "message",
+    [
+        b"\r\n" + b"a body line and no empty line\r\n" * 100,  # no header
+        b"Subject: x\r\n" + b"a body line and no empty line\r\n" * 100,
+    ],
+    ids=["starts-with-the-empty-line", "no-empty-line"],
+)
+def test_a_small_header_over_a_large_body_is_stored(
+    write_config, serve, tmp_path, message
+):
+    """Without the empty line, the header ends at the first line that is not
+    a field: a malformed message is stored, not refused as all header."""
+    server = limited(write_config, serve, max_header_size=1500)
+
+    sent = send(server.port, message)
+
+    assert sent.code == 250, sent.data
+    (path,) = stored_messages(tmp_path / "data" / "s3" / "inbound")
+    assert path.read_bytes().endswith(message)
+
+
+@pytest.mark.parametrize(
     ("key", "value", "problem"),
     [
         ("max_sessions", 0, "expected an integer of at least 1"),

@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sesrx.addresses import bare_address, split_addresses
-from sesrx.message import MAX_HEADER_BYTES, Header, new_message_id, parse_headers
+from sesrx.message import (
+    MAX_HEADER_BYTES,
+    Header,
+    header_size,
+    new_message_id,
+    parse_headers,
+)
 
 
 def test_folded_values_are_unfolded_as_ses_shows_them():
@@ -62,6 +68,42 @@ def test_bytes_that_are_not_utf8_become_replacement_characters():
 def test_odd_header_blocks(raw, names):
     """mbox lines, missing separators and LF-only messages are read sensibly."""
     assert [h.name for h in parse_headers(raw)] == names
+
+
+BODY = b"".join(b"line %d, and no empty line anywhere\r\n" % n for n in range(100))
+
+
+@pytest.mark.parametrize(
+    ("raw", "size"),
+    [
+        (b"Subject: x\r\nTo: y\r\n\r\n" + BODY, 19),
+        (b"\r\n" + BODY, 0),  # starts with the empty line: no header at all
+        (BODY, 0),  # no field on the first line
+        (b"Subject: x\r\n" + BODY, 12),  # the body starts at the first non-field
+        (b"Subject: x\r\n folded\r\n\tagain\r\n" + BODY, 29),
+        (b"From a@b Mon Jan 1 00:00:00 2001\r\nTo: y\r\n" + BODY, 41),
+        (b"Subject: only a header, no line end", 35),
+        (b"", 0),
+        (b"X: y\r\n" * 1000, 1001),  # all header and past the limit
+        (b"X: " + b"y" * 2000 + b"\r\n\r\nbody", 1001),
+        (b"X: y\r\n" * 166 + b"Name-" + b"n" * 2000 + b": z\r\n" + BODY, 1001),
+    ],
+)
+def test_header_size_stops_where_parsing_stops(raw, size):
+    """The header block ends at the empty line or at the first line that is
+    neither a field nor folded; longer than the limit reads as limit + 1."""
+    assert header_size(raw, 1000) == size
+
+
+LINES = st.sampled_from([b"A: b", b" c", b"", b"no colon", b"D:"])
+
+
+@given(st.lists(LINES, max_size=30))
+def test_header_size_agrees_with_parse_headers(lines):
+    """Every field parse_headers reads lies within the size given."""
+    raw = b"\r\n".join(lines) + b"\r\n"
+    size = header_size(raw, 10_000)
+    assert parse_headers(raw[:size]) == parse_headers(raw)
 
 
 @given(st.binary(max_size=2000))
