@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
@@ -45,6 +46,7 @@ REPLY_BUSY = "421 4.7.0 Too many connections, try again later"
 REPLY_TIMEOUT = "421 4.4.2 Timeout, closing connection"
 # aiosmtpd's wording, kept: SMTP lines are at most 1000 bytes.
 REPLY_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SesHandler:
@@ -240,6 +242,10 @@ class SesSMTP(SMTP):
 
     async def push(self, status: AnyStr) -> None:
         """Send a reply; aiosmtpd's size refusals get SES's wording."""
+        if isinstance(status, str):
+            # aiosmtpd repeats an unknown command word as sent: a CR or an
+            # escape byte in it would break the reply line.
+            status = _CONTROL.sub("?", status)
         if isinstance(status, str) and status.startswith("552 Error:"):
             peer = _peer(self.session) if self.session else self._peer
             log.info("%s refused an oversize message: %s", peer, status[11:])

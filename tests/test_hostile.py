@@ -23,7 +23,9 @@ from helpers import make_message, rule, rule_set, send, store, stored_messages
 
 pytestmark = pytest.mark.e2e
 
-REPLY_LINE = re.compile(rb"^[2-5][0-9][0-9][ -]")
+# A code, then text without control characters (the client's own bytes
+# could put a CR or an escape sequence into a reply that echoes them).
+REPLY_LINE = re.compile(rb"[2-5][0-9][0-9](?:[ -][^\x00-\x1f\x7f]*)?")
 
 
 class Session:
@@ -39,7 +41,7 @@ class Session:
         while True:
             if b"\r\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\r\n", 1)
-                assert REPLY_LINE.match(line), f"not an SMTP reply: {line!r}"
+                assert REPLY_LINE.fullmatch(line), f"not an SMTP reply: {line!r}"
                 if line[3:4] == b" ":
                     return line
                 continue
@@ -125,6 +127,24 @@ def test_no_end_of_data_variant_splits_a_message(server, end):
     assert set(stored_messages(bucket_of(server))) == before
 
 
+@pytest.mark.parametrize(
+    "line",
+    [b"FOO\rBAR", b"X\x1b[31mY", b"DATA\rX", b"QUIT\rX", b"\x00\x7f", b"\rNOOP"],
+    ids=repr,
+)
+def test_replies_never_echo_control_characters(server, line):
+    """A reply that repeats the client's word shows a CR, NUL or escape byte
+    as "?", so every reply stays one line of text."""
+    session = Session(server.port)
+    session.command(b"EHLO client.example")
+
+    reply = session.command(line)  # Session checks the whole line
+
+    assert reply.startswith(b"5")
+    assert session.command(b"NOOP").startswith(b"250")
+    session.close()
+
+
 def test_commands_pipelined_before_starttls_are_dropped(tmp_path):
     """What a client sends after STARTTLS, before the handshake, is discarded."""
     running = ServerThread(load_config(config_file(tmp_path, tls="auto")))
@@ -148,8 +168,15 @@ def test_commands_pipelined_before_starttls_are_dropped(tmp_path):
 
 # -- random sessions ----------------------------------------------------------------
 
+# Mostly printable ASCII, with control characters (all but LF, which ends
+# the line) and other Unicode now and then.
 line_text = st.text(
-    alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60
+    alphabet=st.one_of(
+        st.characters(min_codepoint=32, max_codepoint=126),
+        st.characters(max_codepoint=31, blacklist_characters="\n"),
+        st.characters(min_codepoint=127),
+    ),
+    max_size=60,
 )
 address = st.one_of(
     st.just("bob@example.com"),
