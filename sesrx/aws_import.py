@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from sesrx._reader import Node
+from sesrx.config import MAX_CONFIG_BYTES
 from sesrx.errors import ConfigError
+from sesrx.storage import read_regular_file
 
 __all__ = ["ip_filters_from_aws", "read_json", "rule_set_from_aws"]
 
@@ -50,7 +52,8 @@ _RULE_KEYS = {"Name", "Enabled", "TlsPolicy", "Recipients", "Actions", "ScanEnab
 def read_json(path: Path) -> Any:
     """Read a JSON file; a problem is a ConfigError naming the file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = read_regular_file(path, MAX_CONFIG_BYTES, follow_links=True)
+        return json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, "", f"cannot read the file: {exc}") from exc
     except json.JSONDecodeError as exc:

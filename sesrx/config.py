@@ -48,6 +48,8 @@ MAX_RECIPIENTS = 100
 MAX_IP_FILTERS = 100
 SES_MAX_MESSAGE_SIZE = 40 * 1024 * 1024
 SES_LAMBDA_TIMEOUT = 30.0
+# A configuration or rule set file larger than this is refused, not read.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 BOUNCE_MODES = ("reject", "dsn")
 INVOCATION_TYPES = ("Event", "RequestResponse")

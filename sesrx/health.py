@@ -11,14 +11,13 @@ from typing import Any
 
 import yaml
 
-from sesrx.config import ApiConfig
+from sesrx.config import MAX_CONFIG_BYTES, ApiConfig
 from sesrx.storage import read_regular_file
 
 __all__ = ["api_address", "probe", "url_host"]
 
 DEFAULT = (ApiConfig().host, ApiConfig().port)
 MAX_ANSWER = 64 * 1024  # bytes of /readyz read, at most
-MAX_CONFIG = 1024 * 1024  # bytes of configuration read, at most
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -41,8 +40,8 @@ def api_address(path: Path | None) -> tuple[str, int] | None:
     if path is None:
         return DEFAULT
     try:
-        text = read_regular_file(path, MAX_CONFIG).decode("utf-8")
-        document = yaml.safe_load(text)
+        raw = read_regular_file(path, MAX_CONFIG_BYTES, follow_links=True)
+        document = yaml.safe_load(raw.decode("utf-8"))
     except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return DEFAULT
     server = document.get("server") if isinstance(document, dict) else None

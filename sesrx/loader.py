@@ -25,6 +25,7 @@ from sesrx.config import (
     DURABILITY,
     INVOCATION_TYPES,
     MAX_ACTIONS,
+    MAX_CONFIG_BYTES,
     MAX_IP_FILTERS,
     MAX_RECIPIENTS,
     MAX_RULES,
@@ -57,6 +58,7 @@ from sesrx.config import (
 from sesrx.errors import ConfigError, describe_error
 from sesrx.imports import HandlerImportError, import_callable
 from sesrx.remote_s3 import boto3_problem
+from sesrx.storage import read_regular_file
 
 __all__ = ["load_config", "load_default_config", "load_document"]
 
@@ -72,7 +74,8 @@ def load_config(path: Path | str) -> Config:
     """Load and check the configuration file at ``path``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_regular_file(path, MAX_CONFIG_BYTES, follow_links=True)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, "", f"cannot read the file: {exc}") from exc
 

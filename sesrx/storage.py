@@ -289,11 +289,18 @@ def _write_all(descriptor: int, data: bytes) -> None:
 _write_atomic = aiofiles.os.wrap(_write_atomic_now)
 
 
-def read_regular_file(path: Path | str, limit: int) -> bytes:
-    """Return a regular file's bytes; OSError for anything else or larger."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+def read_regular_file(
+    path: Path | str, limit: int, *, follow_links: bool = False
+) -> bytes:
+    """Return a regular file's bytes; OSError for anything else or larger.
+
+    A FIFO or device is refused without waiting on it; a symbolic link only
+    when ``follow_links`` is false.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW)
+    descriptor = os.open(path, flags)
     with os.fdopen(descriptor, "rb") as stream:
         status = os.fstat(stream.fileno())
         if not stat.S_ISREG(status.st_mode) or status.st_size > limit:
-            raise OSError(f"{path}: not a regular file of at most {limit} bytes")
+            raise OSError(f"not a regular file of at most {limit} bytes")
         return stream.read(limit + 1)[:limit]

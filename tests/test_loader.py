@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -557,6 +558,43 @@ def test_text_that_is_not_unicode_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="not valid Unicode"):
         load_config(path)
+
+
+def endless(folder: Path, kind: str) -> Path:
+    """Return a path that reading to its end would never finish or fit."""
+    path = folder / f"{kind}.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: a plain read would wait for ever
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    else:  # a file larger than any configuration
+        with path.open("wb") as stream:
+            stream.truncate(64 * 1024 * 1024)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+@pytest.mark.parametrize("where", ["config", "rule_set_file"])
+def test_a_file_that_never_ends_is_refused_at_once(tmp_path, kind, where):
+    """A FIFO, a device or a huge file as the configuration or its rule set
+    file is a config error naming it, not a wait or an out-of-memory crash."""
+    path = endless(tmp_path, kind)
+    if where == "rule_set_file":
+        config = tmp_path / "sesrx.yaml"
+        config.write_text(f"rule_set_file: {path.name}\n")
+        path = config
+
+    with pytest.raises(ConfigError, match=f"{kind}.yaml: cannot read the file: not a"):
+        load_config(path)
+
+
+def test_a_configuration_reached_through_a_link_loads(write_config, tmp_path):
+    """Mounted configurations are often symbolic links (Kubernetes, Docker)."""
+    path = write_config({"rule_set": rule_set(rule("r", store("inbound")))})
+    link = tmp_path / "linked.yaml"
+    link.symlink_to(path)
+
+    assert load_config(link).rule_set.rules[0].name == "r"
 
 
 def test_deep_nesting_is_a_config_error(tmp_path):
