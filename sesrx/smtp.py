@@ -8,6 +8,7 @@ errors become SMTP replies.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 from typing import Any, AnyStr
@@ -407,7 +408,8 @@ def _helo_name(argument: str | None) -> str:
 def _peer(session: Session) -> str:
     """Return the client's address: from the PROXY header, else the socket's."""
     proxied = getattr(session.proxy_data, "src_addr", None)
-    if proxied:
+    # A client on a Unix socket behind the proxy comes as a path: no address.
+    if isinstance(proxied, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return str(proxied)
     # Typed as a string by aiosmtpd, but it holds the socket's peer name.
     peer: object = session.peer
