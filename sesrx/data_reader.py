@@ -8,8 +8,9 @@ into one growing buffer, without its transparency dot (RFC 5321 4.5.2),
 and the loop is given up between reads as usual.
 
 The rules are aiosmtpd's: lines end with CRLF only; a line longer than the
-reader's limit, or data past the size limit, is read to its end and then
-refused (500 and 552, after the final dot, RFC 5321 4.2.5).
+limit (1000 bytes in SMTP, CRLF included, a transparency dot not), or data
+past the size limit, is read to its end and then refused (500 and 552, after
+the final dot, RFC 5321 4.2.5).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ async def read_data(
         if not (result.too_long or result.too_much):
             if size_limit and size > size_limit:
                 result.too_much = True
-            elif continued or not complete or len(line) > line_limit:
+            elif continued or not complete or _length(line) > line_limit:
                 result.too_long = True
         if result.too_long or result.too_much:
             buffer.seek(0)  # nothing of a refused message is kept
@@ -69,3 +70,9 @@ async def read_data(
 
     result.content = buffer.getvalue()
     return result
+
+
+def _length(line: bytes) -> int:
+    """Return a line's length as RFC 5321 4.5.3.1.6 counts it: with its CRLF,
+    without the dot added for transparency."""
+    return len(line) - 1 if line.startswith(b".") else len(line)

@@ -47,6 +47,7 @@ REPLY_BUSY = "421 4.7.0 Too many connections, try again later"
 REPLY_TIMEOUT = "421 4.4.2 Timeout, closing connection"
 # aiosmtpd's wording, kept: SMTP lines are at most 1000 bytes.
 REPLY_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
+MAX_LINE = 1000  # bytes of a line of DATA, CRLF included
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -274,9 +275,7 @@ class SesSMTP(SMTP):
 
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
-            data = await read_data(
-                self._reader, self.data_size_limit, self.line_length_limit
-            )
+            data = await read_data(self._reader, self.data_size_limit, MAX_LINE)
         except asyncio.CancelledError:
             log.info("%s connection lost during DATA", self._peer)
             self._writer.close()

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from sesrx.data_reader import read_data
 
 
-def read(data: bytes, size_limit: int | None = None, line_limit: int = 1001):
+def read(data: bytes, size_limit: int | None = None, line_limit: int = 1000):
     async def run():
-        reader = asyncio.StreamReader(limit=line_limit)
+        reader = asyncio.StreamReader(limit=1001)  # aiosmtpd's
         reader.feed_data(data)
         reader.feed_eof()
         return await read_data(reader, size_limit, line_limit)
@@ -57,6 +57,21 @@ def test_a_long_line_ending_in_a_dot_line_is_not_the_end():
     result = read(b"x" * 1001 + b".\r\n" + b"after\r\n.\r\n")
 
     assert result.too_long
+
+
+@pytest.mark.parametrize(
+    ("line", "too_long"),
+    [
+        (b"x" * 998 + b"\r\n", False),  # 1000 bytes with its CRLF
+        (b"x" * 999 + b"\r\n", True),
+        (b".." + b"x" * 997 + b"\r\n", False),  # the added dot does not count
+        (b".." + b"x" * 998 + b"\r\n", True),
+    ],
+)
+def test_lines_of_1000_bytes_pass_and_longer_do_not(line, too_long):
+    """RFC 5321 4.5.3.1.6: at most 1000 bytes with the CRLF, not counting a
+    dot doubled for transparency."""
+    assert read(b"a\r\n" + line + b".\r\n").too_long is too_long
 
 
 def test_size_is_counted_as_sent():
