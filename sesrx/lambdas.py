@@ -339,6 +339,7 @@ def _report(output: InvocationLog, exc: BaseException) -> None:
         output.request_id,
         describe_error(exc),
         lines,
+        extra={"indented": True},
     )
 
 

@@ -59,13 +59,19 @@ class TextFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
         text = super().formatMessage(record)
-        # Only lines marked as several lines keep their breaks (the start-up
-        # block); any other may quote a handler or a message.
+        # Only lines marked as several lines keep their breaks: the start-up
+        # block as it is, a handler's traceback indented, so that no line of
+        # it can pass for one of sesrx's. Any other may quote a handler or a
+        # message.
         several = getattr(record, "multiline", False)
-        unsafe = _CONTROL if several else _CONTROL_AND_BREAK
-        return unsafe.sub(lambda match: repr(match.group())[1:-1], text)
+        indented = getattr(record, "indented", False)
+        unsafe = _CONTROL if several or indented else _CONTROL_AND_BREAK
+        text = unsafe.sub(lambda match: repr(match.group())[1:-1], text)
+        return text.replace("\n", "\n" + INDENT) if indented else text
 
 
+# What starts each further line of an indented record.
+INDENT = "    | "
 # Control characters but tab and line feed; then line feed too.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _CONTROL_AND_BREAK = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -80,7 +86,7 @@ def configure_logging(verbose: bool, form: str = "text") -> None:
             JsonFormatter(
                 _JSON,
                 rename_fields={"levelname": "level", "name": "logger"},
-                reserved_attrs=[*RESERVED_ATTRS, "tag", "multiline"],
+                reserved_attrs=[*RESERVED_ATTRS, "tag", "multiline", "indented"],
                 timestamp="time",
             )
         )

@@ -500,7 +500,9 @@ def test_handler_output_cannot_forge_log_lines(tmp_path):
     assert "\x1b" not in log
     assert "\\x1b[2K\\x1b[1Gforged\\r" in log
     assert "one\\nERROR sesrx: forged" in log
-    assert "two\\r\\nINFO sesrx.message: forged" in log
+    # A traceback keeps its lines, each indented under the record's first.
+    assert "raised RuntimeError: two\\r\n    | INFO sesrx.message: forged" in log
+    assert "\n    | Traceback (most recent call last):\n" in log
     assert not any(line.startswith("INFO sesrx.message") for line in log.splitlines())
 
 
