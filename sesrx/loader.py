@@ -58,6 +58,7 @@ from sesrx.config import (
 from sesrx.errors import ConfigError, describe_error
 from sesrx.imports import HandlerImportError, import_callable
 from sesrx.remote_s3 import boto3_problem
+from sesrx.setup_notice import SETUP_KEY
 from sesrx.storage import read_regular_file
 
 __all__ = ["load_config", "load_default_config", "load_document"]
@@ -168,6 +169,9 @@ def _build(document: Any, source: Path | str, base_dir: Path) -> Config:
     rule_set = _either(root, "rule_set", base_dir, rule_set_from_aws)
     dns_txt, dns_zone = _dns(root.get("dns"))
     ip_filters = _either(root, "ip_filters", base_dir, ip_filters_from_aws)
+    buckets = _buckets(root.get("buckets"), aws)
+    rules = _rule_set(rule_set, functions, aws, base_dir)
+    _check_folders(rules, rule_set, buckets)
     return Config(
         server=_server(root.get("server"), aws, base_dir),
         data_dir=base_dir / root.text("data_dir", "./sesrx-data"),
@@ -175,13 +179,44 @@ def _build(document: Any, source: Path | str, base_dir: Path) -> Config:
         verified_domains=_verified_domains(root.get("verified_domains")),
         dns_txt=dns_txt,
         functions=functions,
-        rule_set=_rule_set(rule_set, functions, aws, base_dir),
+        rule_set=rules,
         source=source if isinstance(source, Path) else None,
         ip_filters=_ip_filters(ip_filters),
         dns=dns_zone,
         topics=_topics(root.get("topics")),
-        buckets=_buckets(root.get("buckets"), aws),
+        buckets=buckets,
     )
+
+
+def _check_folders(
+    rule_set: RuleSet, node: Node, buckets: MappingType[str, RemoteBucket]
+) -> None:
+    """Refuse a prefix whose folder another S3 action's setup object occupies.
+
+    S3 keys are flat, so ``in/AMAZON_SES_SETUP_NOTIFICATION`` can be an object
+    and the start of other keys at once; a local bucket is a folder tree, and
+    one path cannot be a file and a folder.
+    """
+    places = [
+        (action, f"{node.path}.rules[{r}].actions[{a}].s3.object_key_prefix")
+        for r, rule in enumerate(rule_set.rules)
+        for a, action in enumerate(rule.actions)
+        if isinstance(action, S3Action) and action.bucket_name not in buckets
+    ]
+    for action, where in places:
+        folder = action.object_key("")
+        for other, other_where in places:
+            setup = other.object_key(SETUP_KEY)
+            if other.bucket_name == action.bucket_name and folder.startswith(
+                setup + "/"
+            ):
+                raise ConfigError(
+                    node.source,
+                    where,
+                    f"messages would go under {setup!r}, the setup notification "
+                    f"of the S3 action at {other_where}; in a local bucket one "
+                    "path cannot be both a file and a folder",
+                )
 
 
 def _either(

@@ -597,6 +597,52 @@ def test_a_configuration_reached_through_a_link_loads(write_config, tmp_path):
     assert load_config(link).rule_set.rules[0].name == "r"
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("in", "in/AMAZON_SES_SETUP_NOTIFICATION"),
+        ("", "AMAZON_SES_SETUP_NOTIFICATION/"),
+    ],
+)
+def test_a_prefix_inside_a_setup_notification_is_refused(write_config, first, second):
+    """One path cannot be the setup object and a folder of messages locally."""
+    path = write_config(
+        {
+            "rule_set": rule_set(
+                rule("a", store("box", object_key_prefix=first)),
+                rule("b", store("box", object_key_prefix=second)),
+            )
+        }
+    )
+
+    with pytest.raises(
+        ConfigError,
+        match=r"rules\[1\]\.actions\[0\]\.s3\.object_key_prefix: messages would go "
+        r"under '[a-z/]*AMAZON_SES_SETUP_NOTIFICATION', the setup notification of "
+        r"the S3 action at rule_set\.rules\[0\]",
+    ):
+        load_config(path)
+
+
+def test_the_same_prefixes_in_other_buckets_load(write_config):
+    """Only one bucket's folders can collide."""
+    path = write_config(
+        {
+            "rule_set": rule_set(
+                rule("a", store("box", object_key_prefix="in")),
+                rule(
+                    "b",
+                    store(
+                        "other", object_key_prefix="in/AMAZON_SES_SETUP_NOTIFICATION"
+                    ),
+                ),
+            )
+        }
+    )
+
+    assert len(load_config(path).rule_set.rules) == 2
+
+
 def test_deep_nesting_is_a_config_error(tmp_path):
     """Absurdly nested YAML gives a config error, not a RecursionError."""
     path = tmp_path / "deep.yaml"
