@@ -25,7 +25,10 @@ T = TypeVar("T")
 # Seconds a thread with nothing to do waits for more work before it ends.
 IDLE_FOR = 30.0
 
-Job = tuple[str, Callable[[], None]]
+# Work to run; what it returns is run once its thread counts as waiting
+# (handing the result over), so the next job can take the same thread.
+Work = Callable[[], Callable[[], None]]
+Job = tuple[str, Work]
 
 
 class _Spares:
@@ -37,7 +40,7 @@ class _Spares:
         self.waiting = 0  # threads waiting that no job has been promised to
         self.idle: set[threading.Thread] = set()
 
-    def run(self, name: str, job: Callable[[], None]) -> None:
+    def run(self, name: str, job: Work) -> None:
         """Hand ``job`` to a waiting thread, or start a thread for it."""
         with self.lock:
             if self.waiting:
@@ -48,13 +51,14 @@ class _Spares:
             target=self._serve, args=(job,), name=name, daemon=True
         ).start()
 
-    def _serve(self, job: Callable[[], None]) -> None:
+    def _serve(self, job: Work) -> None:
         me = threading.current_thread()
         while True:
-            job()
+            hand_over = job()
             with self.lock:
                 self.waiting += 1
                 self.idle.add(me)
+            hand_over()
             try:
                 name, job = self.jobs.get(timeout=IDLE_FOR)
             except queue.Empty:
@@ -107,7 +111,7 @@ def start_on_daemon_thread(
         if not future.done():  # not cancelled by a time-out meanwhile
             outcome()
 
-    def work() -> None:
+    def work() -> Callable[[], None]:
         try:
             result = run_in.run(function, *args)
         except Exception as exc:  # handed to the awaiting coroutine
@@ -115,9 +119,13 @@ def start_on_daemon_thread(
             reply: Callable[[], None] = lambda: future.set_exception(error)  # noqa: E731
         else:
             reply = lambda: future.set_result(result)  # noqa: E731
-        # A closed loop raises RuntimeError: nobody waits for this any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, reply)
+
+        def hand_over() -> None:
+            # A closed loop raises RuntimeError: nobody waits for this any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, reply)
+
+        return hand_over
 
     _spares.run(name, work)
     return future
