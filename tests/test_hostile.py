@@ -174,7 +174,7 @@ line_text = st.text(
     alphabet=st.one_of(
         st.characters(min_codepoint=32, max_codepoint=126),
         st.characters(max_codepoint=31, blacklist_characters="\n"),
-        st.characters(min_codepoint=127),
+        st.characters(min_codepoint=127, blacklist_categories=("Cs",)),
     ),
     max_size=60,
 )
