@@ -286,17 +286,21 @@ class Server:
             self.primary.ask_to_stop()
 
         deadline = asyncio.get_running_loop().time() + grace
-        if await self._messages_done(deadline):
-            for session in list(self._sessions):
-                session.close()
-            # A message whose data ended just as its session closed is still
-            # processed to its end, and its background handlers start: they
-            # get their grace period with the others.
-            await self._messages_done(deadline)
-        else:
+        # Sessions between messages are closed at once; one sending a message
+        # or waiting for its reply gets the reply, then is closed: no
+        # session starts a message once the stop has begun.
+        for session in list(self._sessions):
+            session.close()
+        # A message whose data ended just as its session closed is still
+        # processed to its end, and its background handlers start: they
+        # get their grace period with the others.
+        if not (
+            await self._sessions_closed(deadline)
+            and await self._messages_done(deadline)
+        ):
             log.warning("messages still in flight after %g s", grace)
             for session in list(self._sessions):
-                session.close()
+                session.close(now=True)
 
         if not await self.lambdas.drain(grace):
             log.warning(
@@ -313,6 +317,15 @@ class Server:
         if self.api is not None:
             await self.api.stop()
         Capture.uninstall()
+
+    async def _sessions_closed(self, deadline: float) -> bool:
+        """Wait until every session has closed, or until ``deadline``."""
+        loop = asyncio.get_running_loop()
+        while self._sessions:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def _messages_done(self, deadline: float) -> bool:
         """Wait until no message is being processed, or until ``deadline``."""

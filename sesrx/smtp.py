@@ -207,6 +207,8 @@ class SesSMTP(SMTP):
         self._limits = config.server.limits
         self._refused = False
         self._peer = "unknown"
+        self._in_data = False  # from 354 until the reply to the message
+        self._closing = False  # close once that reply is sent
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Refuse a client an IP filter blocks; remember the others."""
@@ -274,6 +276,17 @@ class SesSMTP(SMTP):
             return
 
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self._in_data = True
+        try:
+            await self._take_message()
+        finally:
+            self._in_data = False
+            if self._closing:
+                self.close()
+
+    async def _take_message(self) -> None:
+        """Read the message, run the DATA hook and reply."""
+        assert self.envelope is not None
         try:
             data = await read_data(self._reader, self.data_size_limit, MAX_LINE)
         except asyncio.CancelledError:
@@ -311,8 +324,15 @@ class SesSMTP(SMTP):
             _say(self.transport, REPLY_TIMEOUT)
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
-    def close(self) -> None:
-        """Say the service is closing (RFC 5321 3.8) and close the connection."""
+    def close(self, *, now: bool = False) -> None:
+        """Say the service is closing (RFC 5321 3.8) and close the connection.
+
+        A session sending a message, or waiting for the reply to it, gets
+        that reply first, unless ``now``; it starts nothing after it.
+        """
+        if self._in_data and not now:
+            self._closing = True
+            return
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(b"421 4.3.2 Service shutting down\r\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -218,6 +220,56 @@ def test_idle_sessions_are_told_of_the_shutdown(tmp_path):
 
     assert code == 0
     assert last == b"421 4.3.2 Service shutting down\r\n"
+
+
+def test_a_stop_lets_a_message_finish_and_starts_no_other(write_config, tmp_path):
+    """On SIGTERM a message being processed gets its reply, then 421; a
+    session in the middle of a transaction gets 421 at once and cannot send
+    its message; the stop waits for neither the grace period nor clients
+    that would go on."""
+    path = write_config(
+        {
+            "server": {"grace_period": 8},
+            "rule_set": rule_set(rule("r", call("handlers:slow"))),
+        }
+    )
+    server = Serving("--config", str(path), cwd=tmp_path)
+
+    def opened() -> tuple[socket.socket, Any]:
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        stream = conn.makefile("rb")
+        assert stream.readline().startswith(b"220 ")
+        for command in (b"HELO client.example", b"MAIL FROM:<a@sender.example>",
+                        b"RCPT TO:<b@example.com>"):  # fmt: skip
+            conn.sendall(command + b"\r\n")
+            assert stream.readline().startswith(b"250 ")
+        return conn, stream
+
+    sending, sending_replies = opened()
+    waiting, waiting_replies = opened()
+    sending.sendall(b"DATA\r\n")
+    assert sending_replies.readline().startswith(b"354 ")
+    sending.sendall(make_message() + b".\r\n")
+    time.sleep(0.5)  # the slow handler (1.5 s) is running
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with contextlib.suppress(OSError):  # the session may be closed already
+        waiting.sendall(b"DATA\r\n")
+
+    assert waiting_replies.readline() == b"421 4.3.2 Service shutting down\r\n"
+    assert waiting_replies.readline() == b""
+    assert sending_replies.readline().startswith(b"250 OK ")
+    assert sending_replies.readline() == b"421 4.3.2 Service shutting down\r\n"
+    assert sending_replies.readline() == b""
+    _, log = server.process.communicate(timeout=30)
+    sending.close()
+    waiting.close()
+
+    assert server.process.returncode == 0
+    assert time.monotonic() - started < 5  # the handler's time, not the grace's
+    assert "still in flight" not in log
+    assert [c["name"] for c in read_calls(tmp_path)] == ["slow"]
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
