@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import sys
+from typing import TextIO
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
@@ -70,6 +72,25 @@ class TextFormatter(logging.Formatter):
         return text.replace("\n", "\n" + INDENT) if indented else text
 
 
+def _own_stderr() -> TextIO:
+    """Return a stream to where stderr goes, on a descriptor of sesrx's own.
+
+    A handler that closes descriptor 2 would otherwise hand that number to
+    the next SMTP connection, and sesrx's log would be written to a client.
+    """
+    try:
+        descriptor = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # no descriptor (captured)
+        return sys.stderr
+    return open(  # noqa: SIM115 (open for the life of the process)
+        descriptor,
+        "w",
+        buffering=1,
+        encoding=sys.stderr.encoding or "utf-8",
+        errors="backslashreplace",
+    )
+
+
 # What starts each further line of an indented record.
 INDENT = "    | "
 # Control characters but tab and line feed; then line feed too.
@@ -79,7 +100,7 @@ _CONTROL_AND_BREAK = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 def configure_logging(verbose: bool, form: str = "text") -> None:
     """Send log records to stderr in ``form`` (``text`` or ``json``)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_own_stderr())
     handler.addFilter(MessageTag())
     if form == "json":
         handler.setFormatter(

@@ -558,6 +558,51 @@ def test_handler_output_cannot_forge_log_lines(tmp_path):
     assert not any(line.startswith("INFO sesrx.message") for line in log.splitlines())
 
 
+def test_a_handler_closing_stdio_does_not_send_the_log_to_clients(tmp_path):
+    """Descriptors 0-2 closed by a handler go to the next connections; the
+    log keeps going where it went, and no client reads a line of it."""
+    (tmp_path / "closer.py").write_text(
+        "import os\n"
+        "closed = []\n"
+        "def handler(event, context):\n"
+        "    if not closed:\n"
+        "        for descriptor in (0, 1, 2):\n"
+        "            os.close(descriptor)\n"
+        "        closed.append(True)\n"
+    )
+    path = tmp_path / "sesrx.yaml"
+    path.write_text(
+        "data_dir: ./data\n"
+        "functions: {closer: 'closer:handler'}\n"
+        "rule_set: {name: r, rules: [{name: all, actions: "
+        "[{lambda: {function_arn: closer, invocation_type: RequestResponse}}]}]}\n"
+    )
+    server = Serving("--config", str(path), cwd=tmp_path)
+    assert send(server.port, make_message()).code == 250
+
+    conversations = []
+    for _ in range(4):  # each may hold one of the freed descriptors
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(
+                b"HELO client.example\r\nMAIL FROM:<a@sender.example>\r\n"
+                b"RCPT TO:<b@example.com>\r\nDATA\r\n"
+            )
+            time.sleep(0.2)
+            conn.sendall(make_message() + b".\r\nQUIT\r\n")
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+        conversations.append(received)
+    _, log = server.terminate()
+
+    for received in conversations:
+        lines = received.split(b"\r\n")
+        assert lines[-1] == b""
+        assert all(re.fullmatch(rb"[2-5]\d\d[ -].*", line) for line in lines[:-1])
+        assert lines[-2].startswith(b"221")
+    assert log.count("reply='250 OK") == 5
+
+
 def test_healthcheck_does_not_follow_a_redirect():
     """/readyz must say ready itself; a redirect to a ready server is not."""
     ready = b'{"status": "ready", "smtp": "x"}'
