@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import reprlib
 from typing import Any
 
 __all__ = ["Disposition", "disposition_of", "unknown_disposition"]
@@ -28,10 +29,15 @@ def disposition_of(result: Any) -> Disposition:
     return Disposition.__members__.get(name, Disposition.CONTINUE)
 
 
+# A value shown in the log and the trace: a handler may return a huge one.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 120
+
+
 def unknown_disposition(result: Any) -> str | None:
     """Return a ``disposition`` value that is given but means nothing to SES."""
     if not isinstance(result, dict) or "disposition" not in result:
         return None
     value = result["disposition"]
     known = isinstance(value, str) and value.strip().upper() in Disposition.__members__
-    return None if known else repr(value)
+    return None if known else _SHORT.repr(value)

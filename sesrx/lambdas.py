@@ -333,13 +333,22 @@ def _report(output: InvocationLog, exc: BaseException) -> None:
     except Exception:
         lines = describe_error(exc)
     output.sink.write(output.request_id, lines)
+    # The function's log has it all; sesrx's own log a bounded part.
     log.error(
         "handler %s (request %s) raised %s\n%s",
         output.function_name,
         output.request_id,
-        describe_error(exc),
-        lines,
+        _cut(describe_error(exc), 1000),
+        _cut(lines, 16 * 1024),
         extra={"indented": True},
+    )
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return (
+        f"{text[:limit]}... ({len(text) - limit} more characters in the function's log)"
     )
 
 

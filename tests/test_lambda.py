@@ -328,6 +328,39 @@ def test_unknown_disposition_continues_with_a_note(write_config, serve, tmp_path
     assert s3_action["outcome"] == "ok"
 
 
+def test_huge_errors_and_dispositions_are_logged_in_part(
+    write_config, serve, tmp_path, caplog
+):
+    """A 1 MB exception text or disposition fills neither sesrx's log nor the
+    trace; the function's log keeps the whole traceback."""
+    (tmp_path / "huge.py").write_text(
+        "def raises(event, context):\n"
+        "    raise ValueError('x' * 1_000_000)\n"
+        "def answers(event, context):\n"
+        "    return {'disposition': 'y' * 1_000_000}\n"
+    )
+    config = write_config(
+        {
+            "functions": {"raises": "huge:raises", "answers": "huge:answers"},
+            "rule_set": rule_set(rule("r", call("raises"), call("answers"))),
+        }
+    )
+    server = serve(config)
+    caplog.set_level("WARNING", logger="sesrx.lambda")
+
+    sent = send(server.port, make_message())
+
+    assert sent.code == 250
+    assert 0 < len(caplog.text) < 40_000
+    assert "more characters in the function's log" in caplog.text
+    trace = read_trace(tmp_path / "data", sent.message_id)
+    note = trace["rules"][0]["actions"][1]["detail"]["note"]
+    assert note.startswith("unknown disposition 'yyy")
+    assert len(note) < 200
+    function_log = (tmp_path / "data" / "logs" / "raises.log").read_text()
+    assert function_log.count("x") >= 1_000_000
+
+
 def test_blocking_async_handler_does_not_stall_others(write_config, serve, tmp_path):
     """An async handler that blocks its thread holds up no other session."""
     config = write_config(
