@@ -295,7 +295,11 @@ def test_ctrl_c_while_starting_ends_quietly(tmp_path, workers):
                 break
         time.sleep(0.01 + delay)
         os.killpg(process.pid, signal.SIGINT)
-        _, log = process.communicate(timeout=30)
+        try:
+            _, log = process.communicate(timeout=30)
+        finally:  # a process that ignored the interrupt must not outlive the test
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
         assert "Traceback" not in log, log
         assert process.returncode in (0, 130), log
