@@ -30,7 +30,7 @@ from sesrx.health import api_address, probe, url_host
 from sesrx.listen import bind
 from sesrx.loader import MAX_WORKERS, load_config, load_default_config
 from sesrx.log_setup import configure_logging
-from sesrx.server import Server
+from sesrx.server import Server, host_port
 from sesrx.storage import DataDir
 from sesrx.summary import buckets_line, describe, warnings
 from sesrx.threads import idle_threads
@@ -322,13 +322,20 @@ def _processes(server: Server) -> str:
     return f"{len(pids)} (pids {', '.join(map(str, pids))}; the first runs the API)"
 
 
+def _implicit_tls(server: Server) -> str:
+    if server.tls_port is None:
+        return ""
+    where = host_port(server.config.server.host, server.tls_port)
+    return f", TLS from the first byte on {where}"
+
+
 def _log_start(server: Server) -> None:
     config = server.config
     api = "off"
     if config.server.api is not None:
         api = f"http://{url_host(config.server.api.host)}:{server.api_port}/"
     log.info(
-        "sesrx %s listening on %s\n"
+        "sesrx %s listening on %s%s\n"
         "  web page:  %s\n"
         "  config:    %s\n"
         "  rule set:  %s (%d rule%s)\n"
@@ -338,6 +345,7 @@ def _log_start(server: Server) -> None:
         "  press Ctrl+C to stop",
         __version__,
         server.address,
+        _implicit_tls(server),
         api,
         config.source_name,
         config.rule_set.name,

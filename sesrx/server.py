@@ -34,7 +34,7 @@ from sesrx.workers import Primary, Shared, Worker
 if TYPE_CHECKING:
     from sesrx.api import Api
 
-__all__ = ["Server"]
+__all__ = ["Server", "host_port"]
 
 log = logging.getLogger("sesrx.server")
 
@@ -338,8 +338,8 @@ class Server:
 
     @property
     def address(self) -> str:
-        """Return ``host:port`` of the listener."""
-        return f"{self.config.server.host}:{self.port}"
+        """Return ``host:port`` of the listener (``[host]:port`` for IPv6)."""
+        return host_port(self.config.server.host, self.port)
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -361,3 +361,8 @@ def _stored(trace: MessageTrace) -> bool:
         for rule in trace.rules
         for action in rule.actions
     )
+
+
+def host_port(host: str, port: int | None) -> str:
+    """Return ``host:port``, with an IPv6 address in brackets (RFC 3986)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -127,6 +127,37 @@ def test_serve_on_the_embedded_default(tmp_path):
     assert "stopped" in log
 
 
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+def test_the_banner_names_every_smtp_address_as_a_client_writes_it(tmp_path):
+    """An IPv6 address is in brackets, and the implicit TLS port is named."""
+    path = tmp_path / "sesrx.yaml"
+    path.write_text(
+        "data_dir: ./data\n"
+        "server: {host: '::1', port: 0, api: {port: 0}, tls: {port: 0}}\n"
+        "rule_set: {name: r, rules: [{name: all, actions: [{s3: {bucket_name: box}}]}]}"
+    )
+    process = subprocess.Popen(
+        [*SESRX, "serve", "--config", str(path)], stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    first = process.stderr.readline()
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+
+    assert re.search(
+        r"listening on \[::1\]:\d+, TLS from the first byte on \[::1\]:\d+$", first
+    ), first
+
+
 def test_sigterm_waits_for_running_handlers(write_config, tmp_path):
     """On SIGTERM, a background handler still running is allowed to finish."""
     path = write_config(
