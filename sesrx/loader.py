@@ -203,13 +203,16 @@ def _check_folders(
         for a, action in enumerate(rule.actions)
         if isinstance(action, S3Action) and action.bucket_name not in buckets
     ]
+    setups: dict[tuple[str, str], str] = {}
     for action, where in places:
-        folder = action.object_key("")
-        for other, other_where in places:
-            setup = other.object_key(SETUP_KEY)
-            if other.bucket_name == action.bucket_name and folder.startswith(
-                setup + "/"
-            ):
+        setups.setdefault((action.bucket_name, action.object_key(SETUP_KEY)), where)
+    for action, where in places:
+        # "a/b/" is a folder in "a" and in "a/b": neither may be a setup object.
+        parts = action.object_key("").split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            setup = "/".join(parts[:depth])
+            other_where = setups.get((action.bucket_name, setup))
+            if other_where is not None:
                 raise ConfigError(
                     node.source,
                     where,
