@@ -250,10 +250,10 @@ class SesSMTP(SMTP):
             # aiosmtpd repeats an unknown command word as sent: a CR or an
             # escape byte in it would break the reply line.
             status = _CONTROL.sub("?", status)
-        if isinstance(status, str) and status.startswith("552 Error:"):
-            peer = _peer(self.session) if self.session else self._peer
-            log.info("%s refused an oversize message: %s", peer, status[11:])
-            status = REPLY_TOO_LARGE
+            if status.startswith("552 Error:"):
+                peer = _peer(self.session) if self.session else self._peer
+                log.info("%s refused an oversize message: %s", peer, status[11:])
+                status = REPLY_TOO_LARGE
         await super().push(status)
         if isinstance(status, str) and status.startswith("354"):
             self._reset_timeout(self._limits.data_timeout)
