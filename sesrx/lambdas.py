@@ -254,7 +254,9 @@ class LambdaRuntime:
         except Exception as exc:
             invocation.status = "error"
             invocation.error = describe_error(exc)
-            _report(output, exc)
+            # In the invocation's context, so that the line is tagged with
+            # the function and request id like the handler's own.
+            capture(output).run(_report, output, exc)
             result = None
         else:
             invocation.status = "ok"

@@ -456,8 +456,14 @@ def test_json_logs_carry_the_message_id(write_config, tmp_path):
     """--log-format json: one object per line; lines about a message name it."""
     path = write_config(
         {
-            "functions": {"chatty": "handlers:chatty"},
-            "rule_set": rule_set(rule("r", call("chatty", "RequestResponse"))),
+            "functions": {"chatty": "handlers:chatty", "raises": "handlers:raises"},
+            "rule_set": rule_set(
+                rule(
+                    "r",
+                    call("chatty", "RequestResponse"),
+                    call("raises", "RequestResponse"),
+                )
+            ),
         }
     )
     server = Serving("--config", str(path), "--log-format", "json", cwd=tmp_path)
@@ -478,6 +484,11 @@ def test_json_logs_carry_the_message_id(write_config, tmp_path):
     assert "time" in printed
     summary = next(r for r in about if r["logger"] == "sesrx.message")
     assert summary["message"].startswith(message_id)
+    # sesrx's line about a handler's error is tagged like the handler's own.
+    error = next(r for r in about if r["level"] == "ERROR")
+    assert error["function"] == "raises"
+    assert error["request_id"]
+    assert error["request_id"] in error["message"]
 
 
 def test_check_config_describes_every_kind_of_action(tmp_path):
