@@ -303,11 +303,20 @@ def test_a_stop_lets_a_message_finish_and_starts_no_other(write_config, tmp_path
     assert [c["name"] for c in read_calls(tmp_path)] == ["slow"]
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_ctrl_c_while_starting_ends_quietly(tmp_path, workers):
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("workers", "inherited"),
+    [("1", signal.SIG_DFL), ("2", signal.SIG_DFL), ("1", signal.SIG_IGN)],
+    ids=["one-process", "two-processes", "started-in-the-background-by-a-shell"],
+)
+def test_ctrl_c_while_starting_ends_quietly(tmp_path, workers, inherited):
     """Ctrl+C at any moment of start-up, to the whole process group as a
     terminal sends it: exit 130 with one line, or a normal stop, and never a
-    traceback from any process."""
+    traceback from any process. A shell starts ``sesrx serve &`` with SIGINT
+    ignored: it is not lost all the same."""
     interrupted = 0
     for delay in (0, 0.05, 0.1, 0.2, 0.3, 0.5):
         process = subprocess.Popen(
@@ -319,6 +328,7 @@ def test_ctrl_c_while_starting_ends_quietly(tmp_path, workers):
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=ignore_sigint if inherited is signal.SIG_IGN else None,
         )
         assert process.stderr is not None
         for line in process.stderr:
